@@ -1,0 +1,45 @@
+"""The labelled state vector shared by observation_node (/bc/obs/state) and the dataset.
+
+Its layout is fixed by the policy spec's `state_keys`; `state_labels` names each element so
+the vector published as a JointState can be checked by name, not position."""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from bc_robot.core.pose import Pose, quat_canonical, quat_normalize, quat_to_rot6d
+from bc_robot.core.spec import STATE_KEY_DIMS
+
+
+def state_labels(state_keys: Sequence[str]) -> list[str]:
+    labels = []
+    for key in state_keys:
+        dim = STATE_KEY_DIMS[key]
+        labels += [key] if dim == 1 else [f'{key}.{i}' for i in range(dim)]
+    return labels
+
+
+def state_parts(ee_pose: Pose, gripper: float, joint_positions: Sequence[float]
+                ) -> Mapping[str, np.ndarray]:
+    """Every known state key computed from one measurement."""
+    q = quat_canonical(quat_normalize(ee_pose.orientation))
+    joints = np.asarray(joint_positions, dtype=np.float64).reshape(-1)
+    if joints.shape[0] != STATE_KEY_DIMS['joint_positions']:
+        raise ValueError(f'expected {STATE_KEY_DIMS["joint_positions"]} arm joint positions, '
+                         f'got {joints.shape[0]}')
+    return {
+        'ee_position': ee_pose.position,
+        'ee_rot6d': quat_to_rot6d(q),
+        'ee_quaternion': q,
+        'gripper': np.array([float(gripper)]),
+        'joint_positions': joints,
+    }
+
+
+def build_state_vector(state_keys: Sequence[str], ee_pose: Pose, gripper: float,
+                       joint_positions: Sequence[float]) -> np.ndarray:
+    parts = state_parts(ee_pose, gripper, joint_positions)
+    if not state_keys:
+        return np.zeros(0, dtype=np.float32)
+    return np.concatenate([parts[k] for k in state_keys]).astype(np.float32)

@@ -1,0 +1,194 @@
+"""Wiring every node shares: parameters from a schema, QoS profiles, message conversion,
+diagnostics, and a `run()` that spins a MultiThreadedExecutor and shuts down cleanly.
+
+Only ROS glue lives here; rules and math are in `bc_robot.core`.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                SetParametersResult)
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
+                       qos_profile_sensor_data)
+
+from bc_robot.core.params import ParamSchema
+from bc_robot.core.pose import Pose
+
+SENSOR_QOS = qos_profile_sensor_data
+COMMAND_QOS = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST,
+                         reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.VOLATILE)
+LATCHED_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
+                         reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+# Diagnostic levels as plain ints (DiagnosticStatus uses bytes).
+OK, WARN, ERROR, STALE = 0, 1, 2, 3
+
+
+def _descriptor(spec, read_only: bool) -> ParameterDescriptor:
+    constraints = spec.range_text()
+    descriptor = ParameterDescriptor(description=spec.description,
+                                     additional_constraints=constraints,
+                                     read_only=read_only)
+    # rclpy checks ranges itself only for scalars; we check everything in the schema.
+    if spec.value_type is float and spec.min_value is not None and spec.max_value is not None:
+        descriptor.floating_point_range = [FloatingPointRange(
+            from_value=float(spec.min_value), to_value=float(spec.max_value), step=0.0)]
+    if spec.value_type is int and spec.min_value is not None and spec.max_value is not None:
+        descriptor.integer_range = [IntegerRange(
+            from_value=int(spec.min_value), to_value=int(spec.max_value), step=0)]
+    return descriptor
+
+
+def declare_parameters(node: Node, schema: ParamSchema,
+                       on_change: Callable[[Mapping[str, Any]], None] | None = None
+                       ) -> dict[str, Any]:
+    """Declare every parameter of `schema` on `node` and return the validated values.
+
+    Raises ValueError naming the parameter and value when a start-up value is invalid.
+    Parameters not marked `dynamic` are read-only; a runtime set of a dynamic one is
+    checked against the schema and, when accepted, passed to `on_change`.
+    """
+    values = {}
+    overrides = getattr(node, '_parameter_overrides', {})
+    for spec in schema:
+        override = overrides.get(spec.name)
+        if override is not None:
+            given = _parameter_value(override)
+            problem = spec.check(given)
+            if problem:
+                raise ValueError(f'{node.get_name()}: {problem}')
+            # YAML and `-p rate:=50` give ints for float parameters; accept them as floats.
+            overrides[spec.name] = Parameter(spec.name, value=spec.coerce(given))
+        declared = node.declare_parameter(
+            spec.name, spec.default,
+            _descriptor(spec, read_only=not spec.dynamic),
+            ignore_override=False)
+        values[spec.name] = _parameter_value(declared)
+    try:
+        validated = schema.validate(values)
+    except ValueError as exc:
+        raise ValueError(f'{node.get_name()}: {exc}') from None
+
+    def _on_set(parameters) -> SetParametersResult:
+        updates = [(p.name, p.value) for p in parameters]
+        reason = schema.check_update(updates)
+        if reason:
+            node.get_logger().warning(f'refused parameter change: {reason}')
+            return SetParametersResult(successful=False, reason=reason)
+        owned = {name: schema[name].coerce(value) for name, value in updates
+                 if name in schema.names()}
+        if owned and on_change is not None:
+            on_change(owned)
+        return SetParametersResult(successful=True)
+
+    node.add_on_set_parameters_callback(_on_set)
+    return validated
+
+
+def _parameter_value(parameter) -> Any:
+    value = parameter.value
+    if isinstance(value, (tuple, np.ndarray)) or type(value).__name__ == 'array':
+        return list(value)
+    return value
+
+
+def stamp_to_seconds(stamp: Time) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def seconds_to_stamp(seconds: float) -> Time:
+    sec = int(np.floor(seconds))
+    return Time(sec=sec, nanosec=int(round((seconds - sec) * 1e9)) % 1_000_000_000)
+
+
+def pose_from_msg(msg: PoseStamped) -> Pose:
+    """Unvalidated: NaNs pass through so the gate can count and reject them."""
+    p, q = msg.pose.position, msg.pose.orientation
+    return Pose(np.array([p.x, p.y, p.z]), np.array([q.x, q.y, q.z, q.w]))
+
+
+def pose_to_msg(pose: Pose, frame_id: str, stamp: Time) -> PoseStamped:
+    msg = PoseStamped()
+    msg.header.frame_id = frame_id
+    msg.header.stamp = stamp
+    msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = (float(v) for v in pose.position)
+    (msg.pose.orientation.x, msg.pose.orientation.y,
+     msg.pose.orientation.z, msg.pose.orientation.w) = (float(v) for v in pose.orientation)
+    return msg
+
+
+def diagnostic_status(name: str, hardware_id: str, level: int, message: str,
+                      values: Mapping[str, Any]) -> DiagnosticStatus:
+    status = DiagnosticStatus(name=name, hardware_id=hardware_id, message=message,
+                              level=bytes([level]))
+    status.values = [KeyValue(key=str(k), value=_format_value(v)) for k, v in values.items()]
+    return status
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f'{value:.6g}'
+    return str(value)
+
+
+class DiagnosticsPublisher:
+    """Publishes this node's statuses on /diagnostics (one array per call)."""
+
+    def __init__(self, node: Node, topic: str = '/diagnostics') -> None:
+        self._node = node
+        self._publisher = node.create_publisher(DiagnosticArray, topic, 10)
+
+    def publish(self, statuses: list[DiagnosticStatus]) -> None:
+        msg = DiagnosticArray()
+        msg.header.stamp = self._node.get_clock().now().to_msg()
+        msg.status = statuses
+        self._publisher.publish(msg)
+
+
+def run(node_factory: Callable[[], Node], args: list[str] | None = None,
+        num_threads: int | None = None) -> int:
+    """Init rclpy, build the node, spin it until SIGINT/SIGTERM, then shut down in the order
+    rclpy needs (executor stopped before rclpy.shutdown). Returns the process exit code:
+    0 on a requested stop, 2 when the node refused to start (bad parameter or input)."""
+    rclpy.init(args=args if args is not None else sys.argv)
+    logger = logging.getLogger('bc_robot')
+    node = None
+    executor = MultiThreadedExecutor(num_threads=num_threads)
+    code = 0
+    try:
+        node = node_factory()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except ValueError as exc:
+        # Startup refusals name the parameter/model problem; show them, not a traceback.
+        rclpy.logging.get_logger('bc_robot').fatal(str(exc))
+        logger.debug('startup failed', exc_info=True)
+        code = 2
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if node is not None:
+            close = getattr(node, 'close', None)
+            if callable(close):
+                close()
+        executor.shutdown()
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code
