@@ -1,0 +1,29 @@
+"""Shared body of deploy.launch.py and record.launch.py: the graph comes from
+bc_robot.graph, the one declaration `bc-robot launch` also starts."""
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+from bc_robot.graph import LAUNCH_ARGS, parse_launch_args, plan_graph
+
+
+def _nodes(context, graph):
+    items = [f'{arg.name}:={LaunchConfiguration(arg.name).perform(context)}' for arg in LAUNCH_ARGS]
+    plans = plan_graph(graph, parse_launch_args(items))
+    return [
+        Node(package='bc_robot', executable=plan.executable, name=plan.name, output='screen',
+             emulate_tty=True, parameters=[*plan.params_files, plan.params],
+             remappings=list(plan.remappings),
+             arguments=['--ros-args', '--log-level', plan.log_level])
+        for plan in plans
+    ]
+
+
+def graph_launch_description(graph):
+    arguments = [
+        DeclareLaunchArgument(arg.name, default_value=arg.default, description=arg.description,
+                              **({'choices': list(arg.choices)} if arg.choices else {}))
+        for arg in LAUNCH_ARGS
+    ]
+    return LaunchDescription([*arguments, OpaqueFunction(function=_nodes, args=[graph])])
