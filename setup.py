@@ -1,5 +1,4 @@
 """ament_python build of bc_robot: `colcon build` installs it where `ros2 run/launch` look."""
-from glob import glob
 import os
 
 from setuptools import find_packages, setup
@@ -17,10 +16,13 @@ NODES = {
 
 
 def share_tree(folder: str) -> list[tuple[str, list[str]]]:
-    """Every file under `folder`, keeping its sub-folders under share/bc_robot."""
+    """Every file under `folder`, keeping its sub-folders under share/bc_robot (hidden
+    files and Python bytecode left out)."""
     entries = []
-    for root, _dirs, files in os.walk(folder):
-        paths = [os.path.join(root, f) for f in files if not f.startswith('.')]
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith('.') and d != '__pycache__')
+        paths = [os.path.join(root, f) for f in sorted(files)
+                 if not f.startswith('.') and not f.endswith('.pyc')]
         if paths:
             entries.append((os.path.join('share', PACKAGE, root), paths))
     return entries
@@ -34,8 +36,8 @@ setup(
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE]),
         ('share/' + PACKAGE, ['package.xml']),
-        ('share/' + PACKAGE + '/launch', glob('launch/*.py')),
-        ('share/' + PACKAGE + '/config', glob('config/*.yaml')),
+        *share_tree('launch'),
+        *share_tree('config'),
         *share_tree('models'),
     ],
     install_requires=['setuptools'],

@@ -6,6 +6,10 @@ import importlib
 import logging
 import sys
 
+DESCRIPTION = ('Behavioral-cloning policies on ROS 2 robot arms: check this machine, run the '
+               'simulated demo, start the node graph, train, export and correct (HG-DAgger). '
+               'New here? Run `bc-robot doctor` first.')
+
 # name → (module, one-line help). Order is the order shown in --help.
 COMMANDS = {
     'doctor': ('bc_robot.commands.doctor', 'check this machine can run the stack'),
@@ -27,7 +31,9 @@ def _load(module_name: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='bc-robot', description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog='bc-robot', description=DESCRIPTION,
+        epilog='`bc-robot COMMAND --help` shows the options of a command.')
     parser.add_argument('-v', '--verbose', action='store_true', help='debug logging')
     sub = parser.add_subparsers(dest='command', metavar='COMMAND')
     argv = sys.argv[1:] if argv is None else argv
@@ -37,7 +43,12 @@ def main(argv: list[str] | None = None) -> int:
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
         # Import only the module that will run; --help lists every name without imports.
         if name == wanted:
-            modules[name] = _load(module_name)
+            try:
+                modules[name] = _load(module_name)
+            except ModuleNotFoundError as exc:  # the command is there, a dependency is not
+                print(f'bc-robot {name}: needs the Python module {exc.name!r}, which is not '
+                      f'installed here (run `make env`; see `bc-robot doctor`)', file=sys.stderr)
+                return 3
             if modules[name] is not None:
                 modules[name].add_arguments(sub_parser)
     args, extra = parser.parse_known_args(argv)

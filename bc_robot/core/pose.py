@@ -11,6 +11,8 @@ import numpy as np
 
 # A quaternion whose norm is further than this from 1 is a fault, not rounding.
 QUAT_NORM_TOLERANCE = 1e-2
+# Largest |R Rᵀ - I| element accepted as a rotation matrix.
+ROTATION_MATRIX_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,11 @@ def matrix_to_quat(matrix: np.ndarray) -> np.ndarray:
     """Rotation matrix → unit quaternion (x, y, z, w), w >= 0 (Shepperd's method)."""
     m = np.asarray(matrix, dtype=np.float64)
     if m.shape != (3, 3) or not is_finite(m):
-        raise ValueError(f'rotation matrix must be a finite 3x3 array, got shape {m.shape}')
+        raise ValueError(f'rotation matrix must be a finite 3x3 array, got {m.tolist()}')
+    # A scaled, sheared or mirrored matrix has no quaternion; refuse it instead of returning
+    # some rotation (float32 round-off is far inside this tolerance).
+    if np.abs(m @ m.T - np.eye(3)).max() > ROTATION_MATRIX_TOLERANCE or np.linalg.det(m) < 0:
+        raise ValueError(f'matrix is not a rotation (orthonormal, det +1): {m.tolist()}')
     trace = m[0, 0] + m[1, 1] + m[2, 2]
     if trace > 0:
         s = 2.0 * np.sqrt(trace + 1.0)
@@ -172,7 +178,9 @@ def quat_to_rotvec(q: np.ndarray) -> np.ndarray:
 
 
 def rotvec_to_quat(rotvec: np.ndarray) -> np.ndarray:
-    rotvec = np.asarray(rotvec, dtype=np.float64)
+    rotvec = np.asarray(rotvec, dtype=np.float64).reshape(-1)
+    if rotvec.shape != (3,) or not is_finite(rotvec):
+        raise ValueError(f'rotation vector must be 3 finite values, got {rotvec.tolist()}')
     angle = float(np.linalg.norm(rotvec))
     if angle < 1e-12:
         q = np.array([0.5 * rotvec[0], 0.5 * rotvec[1], 0.5 * rotvec[2], 1.0])
@@ -188,8 +196,10 @@ def quat_error(target: np.ndarray, current: np.ndarray) -> np.ndarray:
 
 def quat_angle(a: np.ndarray, b: np.ndarray) -> float:
     """Angle (rad, in [0, π]) of the rotation between two orientations."""
-    dot = abs(float(np.dot(quat_normalize(a), quat_normalize(b))))
-    return 2.0 * float(np.arccos(min(1.0, dot)))
+    # atan2 of the relative rotation keeps precision for tiny angles (arccos of a dot
+    # product near 1 loses half the digits).
+    relative = quat_multiply(quat_conjugate(quat_normalize(a)), quat_normalize(b))
+    return 2.0 * float(np.arctan2(np.linalg.norm(relative[:3]), abs(relative[3])))
 
 
 def quat_slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:

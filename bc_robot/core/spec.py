@@ -224,11 +224,19 @@ class PolicySpec:
             fields['state_keys'] = tuple(data.get('state_keys', []))
             fields['inputs'] = tuple(TensorSpec(**t) for t in data.get('inputs', []))
             fields['outputs'] = tuple(TensorSpec(**t) for t in data.get('outputs', []))
-            fields['normalization'] = {k: NormStats(**v)
+            fields['normalization'] = {k: _norm_stats(k, v)
                                        for k, v in data.get('normalization', {}).items()}
             return cls(**fields)
         except TypeError as exc:
             raise ValueError(f'policy spec is malformed: {exc}') from None
+
+
+def _norm_stats(key: str, values: dict[str, Any]) -> NormStats:
+    """NormStats whose errors say which vector ('state', 'action') they are about."""
+    try:
+        return NormStats(**values)
+    except ValueError as exc:
+        raise ValueError(f'normalization[{key!r}]: {exc}') from None
 
 
 def sha256_file(path: str | Path) -> str:

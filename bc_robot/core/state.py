@@ -8,11 +8,18 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from bc_robot.core.pose import Pose, quat_canonical, quat_normalize, quat_to_rot6d
+from bc_robot.core.pose import Pose, is_finite, quat_canonical, quat_normalize, quat_to_rot6d
 from bc_robot.core.spec import STATE_KEY_DIMS
 
 
+def _check_keys(state_keys: Sequence[str]) -> None:
+    for key in state_keys:
+        if key not in STATE_KEY_DIMS:
+            raise ValueError(f'state key {key!r} is unknown; known: {", ".join(STATE_KEY_DIMS)}')
+
+
 def state_labels(state_keys: Sequence[str]) -> list[str]:
+    _check_keys(state_keys)
     labels = []
     for key in state_keys:
         dim = STATE_KEY_DIMS[key]
@@ -22,12 +29,17 @@ def state_labels(state_keys: Sequence[str]) -> list[str]:
 
 def state_parts(ee_pose: Pose, gripper: float, joint_positions: Sequence[float]
                 ) -> Mapping[str, np.ndarray]:
-    """Every known state key computed from one measurement."""
+    """Every known state key computed from one measurement. A NaN/Inf anywhere is refused
+    here, naming the part, rather than reaching the policy and, through it, the arm."""
     q = quat_canonical(quat_normalize(ee_pose.orientation))
     joints = np.asarray(joint_positions, dtype=np.float64).reshape(-1)
     if joints.shape[0] != STATE_KEY_DIMS['joint_positions']:
         raise ValueError(f'expected {STATE_KEY_DIMS["joint_positions"]} arm joint positions, '
                          f'got {joints.shape[0]}')
+    for name, values in (('ee_position', ee_pose.position), ('gripper', [gripper]),
+                         ('joint_positions', joints)):
+        if not is_finite(values):
+            raise ValueError(f'state {name} is not finite: {np.asarray(values).tolist()}')
     return {
         'ee_position': ee_pose.position,
         'ee_rot6d': quat_to_rot6d(q),
@@ -39,6 +51,7 @@ def state_parts(ee_pose: Pose, gripper: float, joint_positions: Sequence[float]
 
 def build_state_vector(state_keys: Sequence[str], ee_pose: Pose, gripper: float,
                        joint_positions: Sequence[float]) -> np.ndarray:
+    _check_keys(state_keys)
     parts = state_parts(ee_pose, gripper, joint_positions)
     if not state_keys:
         return np.zeros(0, dtype=np.float32)

@@ -22,7 +22,10 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
+from sensor_msgs.msg import CompressedImage, Image
 
+from bc_robot.core.image import (array_to_image, decode_compressed_rgb8, encode_compressed,
+                                 image_to_array, image_to_rgb8)
 from bc_robot.core.params import ParamSchema
 from bc_robot.core.pose import Pose
 
@@ -43,6 +46,10 @@ def _descriptor(spec, read_only: bool) -> ParameterDescriptor:
     descriptor = ParameterDescriptor(description=spec.description,
                                      additional_constraints=constraints,
                                      read_only=read_only)
+    # rclpy types an empty list as a byte array, so `[]` could never be set on a string or
+    # float list; lists are dynamically typed for rclpy and type-checked by the schema.
+    if spec.value_type is list:
+        descriptor.dynamic_typing = True
     # rclpy checks ranges itself only for scalars; we check everything in the schema.
     if spec.value_type is float and spec.min_value is not None and spec.max_value is not None:
         descriptor.floating_point_range = [FloatingPointRange(
@@ -84,7 +91,7 @@ def declare_parameters(node: Node, schema: ParamSchema,
         raise ValueError(f'{node.get_name()}: {exc}') from None
 
     def _on_set(parameters) -> SetParametersResult:
-        updates = [(p.name, p.value) for p in parameters]
+        updates = [(p.name, _parameter_value(p)) for p in parameters]
         reason = schema.check_update(updates)
         if reason:
             node.get_logger().warning(f'refused parameter change: {reason}')
@@ -96,7 +103,27 @@ def declare_parameters(node: Node, schema: ParamSchema,
         return SetParametersResult(successful=True)
 
     node.add_on_set_parameters_callback(_on_set)
+    # `ros2 param set /node rate 30` sends an int; make it the float the schema declares
+    # before rclpy's type check refuses it (pre-set callbacks exist from Iron on; on Humble
+    # a runtime float must be written 30.0).
+    if hasattr(node, 'add_pre_set_parameters_callback'):
+        node.add_pre_set_parameters_callback(
+            lambda parameters: [_coerce_parameter(schema, p) for p in parameters])
     return validated
+
+
+def _coerce_parameter(schema: ParamSchema, parameter: Parameter) -> Parameter:
+    """An int (or int list) given for a float (or float list) parameter, as a float one."""
+    if parameter.name not in schema.names():
+        return parameter
+    spec = schema[parameter.name]
+    if spec.value_type is float and parameter.type_ == Parameter.Type.INTEGER:
+        return Parameter(parameter.name, Parameter.Type.DOUBLE, float(parameter.value))
+    if spec.value_type is list and spec.item_type is float \
+            and parameter.type_ == Parameter.Type.INTEGER_ARRAY:
+        return Parameter(parameter.name, Parameter.Type.DOUBLE_ARRAY,
+                         [float(v) for v in parameter.value])
+    return parameter
 
 
 def _parameter_value(parameter) -> Any:
@@ -192,3 +219,42 @@ def run(node_factory: Callable[[], Node], args: list[str] | None = None,
             node.destroy_node()
         rclpy.try_shutdown()
     return code
+
+
+# --- sensor_msgs/Image adapters: message fields ⇄ bc_robot.core.image (no cv_bridge) ---
+
+def image_msg_to_array(msg: Image) -> np.ndarray:
+    """sensor_msgs/Image → array in its encoding's channel order (a view of msg.data when
+    no byte swap is needed). ValueError names a bad encoding, step or data length."""
+    return image_to_array(msg.height, msg.width, msg.encoding, msg.is_bigendian, msg.step,
+                          msg.data)
+
+
+def image_msg_to_rgb8(msg: Image | CompressedImage) -> np.ndarray:
+    """sensor_msgs/Image or CompressedImage → RGB uint8 (H, W, 3) for the policy path."""
+    if isinstance(msg, CompressedImage):
+        return decode_compressed_rgb8(msg.data, msg.format)
+    return image_to_rgb8(msg.height, msg.width, msg.encoding, msg.is_bigendian, msg.step,
+                         msg.data)
+
+
+def image_to_msg(image: np.ndarray, encoding: str, frame_id: str, stamp: Time) -> Image:
+    """Array in `encoding`'s channel order → sensor_msgs/Image (one copy)."""
+    fields = array_to_image(image, encoding)
+    msg = Image(height=fields.height, width=fields.width, encoding=fields.encoding,
+                is_bigendian=fields.is_bigendian, step=fields.step)
+    msg.data = fields.data  # array.array('B'): the setter takes it without a per-byte check
+    msg.header.frame_id = frame_id
+    msg.header.stamp = stamp
+    return msg
+
+
+def compressed_image_to_msg(image: np.ndarray, encoding: str, frame_id: str, stamp: Time,
+                            fmt: str = 'jpeg', quality: int = 90) -> CompressedImage:
+    """Array in `encoding` → sensor_msgs/CompressedImage (format as image_transport writes)."""
+    format_text, data = encode_compressed(image, encoding, fmt, quality)
+    msg = CompressedImage(format=format_text)
+    msg.data = data
+    msg.header.frame_id = frame_id
+    msg.header.stamp = stamp
+    return msg
