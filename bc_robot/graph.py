@@ -6,9 +6,14 @@ missing. Pure Python (no rclpy, no launch) so both paths, and the tests, share o
 """
 from __future__ import annotations
 
+import difflib
+import importlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable, Mapping
+
+import yaml
 
 PACKAGE = 'bc_robot'
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +36,7 @@ class NodeDecl:
     only_if: str = ''  # launch argument that must be true for the node to start
     unless: str = ''   # launch argument that must be false for the node to start
     params: dict[str, str] = field(default_factory=dict)
+    schema: str = ''   # 'module:NAME' of the node's ParamSchema, to check parameter files
 
 
 # Robot-facing topics a user rewires with `<arg>:=/their/topic`; each becomes a remapping of
@@ -55,27 +61,42 @@ LAUNCH_ARGS = [
               ('true', 'false')),
     LaunchArg('log_level', 'info', 'log level of every node',
               ('debug', 'info', 'warn', 'error', 'fatal')),
-    LaunchArg('output_dir', 'episodes', 'where episodes are recorded'),
+    LaunchArg('output_dir', '~/bc_robot/episodes', 'folder teleop_node records episodes into '
+              '(demonstrations, and corrections while deployed)'),
     *[LaunchArg(name, default, description) for name, (default, description) in TOPIC_ARGS.items()],
 ]
 
+_SIM_ARM = 'bc_robot.sim.settings:SIM_ARM_SCHEMA'
+_SIM_EXPERT = 'bc_robot.sim.settings:SIM_EXPERT_SCHEMA'
+_OBSERVATION = 'bc_robot.core.policy_settings:OBSERVATION_SCHEMA'
+_POLICY = 'bc_robot.core.policy_settings:POLICY_SCHEMA'
+_TELEOP = 'bc_robot.nodes.teleop_node:SCHEMA'
+_BRIDGE = 'bc_robot.core.bridge_settings:BRIDGE_SCHEMA'
+
 GRAPHS: dict[str, list[NodeDecl]] = {
     'deploy': [
-        NodeDecl('sim_arm', 'sim_arm', only_if='sim'),
-        NodeDecl('sim_expert', 'sim_expert', only_if='sim', params={'mode': 'correction'}),
-        NodeDecl('observation_node', 'observation_node', params={'model': '$model'}),
-        NodeDecl('policy_node', 'policy_node', params={'model': '$model'}),
+        NodeDecl('sim_arm', 'sim_arm', only_if='sim', schema=_SIM_ARM),
+        NodeDecl('sim_expert', 'sim_expert', only_if='sim', params={'mode': 'correction'},
+                 schema=_SIM_EXPERT),
+        NodeDecl('observation_node', 'observation_node', params={'model': '$model'},
+                 schema=_OBSERVATION),
+        NodeDecl('policy_node', 'policy_node', params={'model': '$model'}, schema=_POLICY),
         NodeDecl('teleop_node', 'teleop_node',
-                 params={'mode': 'dagger', 'output_dir': '$output_dir'}),
-        NodeDecl('controller_bridge', 'controller_bridge'),
+                 params={'mode': 'dagger', 'output_dir': '$output_dir', 'model': '$model'},
+                 schema=_TELEOP),
+        NodeDecl('controller_bridge', 'controller_bridge', schema=_BRIDGE),
     ],
     'record': [
-        NodeDecl('sim_arm', 'sim_arm', only_if='sim'),
-        NodeDecl('sim_expert', 'sim_expert', only_if='sim', params={'mode': 'teleop'}),
-        NodeDecl('teleop_node', 'teleop_node', params={'mode': 'demo', 'output_dir': '$output_dir'}),
-        NodeDecl('controller_bridge', 'controller_bridge'),
+        NodeDecl('sim_arm', 'sim_arm', only_if='sim', schema=_SIM_ARM),
+        NodeDecl('sim_expert', 'sim_expert', only_if='sim', params={'mode': 'teleop'},
+                 schema=_SIM_EXPERT),
+        NodeDecl('teleop_node', 'teleop_node', params={'mode': 'demo', 'output_dir': '$output_dir'},
+                 schema=_TELEOP),
+        NodeDecl('controller_bridge', 'controller_bridge', schema=_BRIDGE),
     ],
 }
+# Parameters rclpy declares on every node itself.
+ROS_PARAMETERS = ('use_sim_time', 'start_type_description_service')
 
 
 @dataclass(frozen=True)
@@ -179,3 +200,161 @@ def plan_graph(graph: str, values: dict[str, str]) -> list[ProcessPlan]:
         plans.append(ProcessPlan(decl.name, decl.executable, tuple(files), params,
                                  remappings, values['log_level']))
     return plans
+
+
+def check_plans(plans: list[ProcessPlan]) -> list[str]:
+    """Problems that would make a node die at start-up, found before anything starts: a
+    parameter file or model folder that is not there. Empty when the plan can start."""
+    problems = []
+    for plan in plans:
+        for path in plan.params_files:
+            if not Path(path).is_file():
+                problems.append(f'{plan.name}: parameter file {path} does not exist')
+        model = plan.params.get('model')
+        if isinstance(model, str) and model:
+            missing = [f for f in ('policy.json', 'policy.onnx') if not Path(model, f).is_file()]
+            if missing:
+                problems.append(f'{plan.name}: model folder {model} has no {" or ".join(missing)} '
+                                f'(pass model:=<folder with policy.json + policy.onnx>)')
+    return list(dict.fromkeys(problems))
+
+
+def load_schema(decl: NodeDecl):
+    """The node's ParamSchema (imports its settings module: mujoco for the sim nodes,
+    rclpy for teleop; call only where that is acceptable, e.g. before launching)."""
+    module, _, attr = decl.schema.partition(':')
+    return getattr(importlib.import_module(module), attr)
+
+
+def yaml_sections(path: str | Path) -> dict[str, dict[str, object]]:
+    """A parameter file as {node name ('/' stripped; '**' = every node): flattened
+    ros__parameters}, nested dicts joined with '.' as rcl reads them. ValueError names a
+    file that is not YAML or not of that shape."""
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f'{path}: not valid YAML: {exc}') from None
+    if not isinstance(data, dict):
+        raise ValueError(f'{path}: a parameter file must map node names to ros__parameters')
+    sections: dict[str, dict[str, object]] = {}
+    for key, section in data.items():
+        params = (section or {}).get('ros__parameters', {}) if isinstance(section, dict) else None
+        if not isinstance(params, dict):
+            raise ValueError(f'{path}: section {key!r} has no ros__parameters mapping')
+        sections.setdefault(str(key).lstrip('/'), {}).update(_flatten(params))
+    return sections
+
+
+def yaml_parameters(path: str | Path, node: str) -> dict[str, object]:
+    """Flattened parameters a parameter file gives `node` (its own and the '/**' section)."""
+    sections = yaml_sections(path)
+    return {**sections.get('**', {}), **sections.get(node, {})}
+
+
+def _flatten(params: dict, prefix: str = '') -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for key, value in params.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f'{prefix}{key}.'))
+        else:
+            flat[f'{prefix}{key}'] = value
+    return flat
+
+
+def check_parameters(decl: NodeDecl, values: Mapping[str, object], origin: str,
+                     schema=None) -> list[str]:
+    """Problems with parameters given to a node: a name the node does not declare (rclpy
+    would silently ignore it, e.g. a misspelt safety limit) or a value its schema refuses."""
+    schema = schema if schema is not None else load_schema(decl)
+    problems = []
+    for name, value in values.items():
+        if name in ROS_PARAMETERS or name.startswith('qos_overrides.'):
+            continue
+        if name not in schema.names():
+            close = difflib.get_close_matches(name, schema.names(), n=1)
+            hint = f' (did you mean {close[0]!r}?)' if close else ''
+            problems.append(f'{origin}: {decl.name} has no parameter {name!r}{hint}')
+            continue
+        spec = schema[name]
+        if value == []:  # rcl reads `[]` as "not set", which the node then refuses
+            problems.append(f'{origin}: {decl.name}.{name}: an empty list cannot be written '
+                            f'in a ROS parameter file; leave the line out for the default')
+            continue
+        problem = spec.check(spec.coerce(value))
+        if problem:
+            problems.append(f'{origin}: {decl.name}: {problem}')
+    return problems
+
+
+def check_params_file(graph: str, path: str | Path, values: dict[str, str]) -> list[str]:
+    """Problems of a user's params_file for the nodes `graph` starts with `values`; a
+    section naming no node of any graph is reported too (a misspelt node name)."""
+    origin = f'params_file {path}'
+    try:
+        sections = yaml_sections(path)
+    except (OSError, ValueError) as exc:
+        return [f'params_file: {exc}']
+    known = {d.name for decls in GRAPHS.values() for d in decls} | {'**'}
+    problems = [f'{origin}: section {key!r} names no node (known: {", ".join(sorted(known))})'
+                for key in sections if key not in known]
+    started = {p.name for p in plan_graph(graph, values)}
+    wildcard = sections.get('**', {})
+    declared_somewhere: set[str] = set()
+    for decl in GRAPHS[graph]:
+        if decl.name in started and decl.schema:
+            schema = load_schema(decl)
+            declared_somewhere |= set(schema.names())
+            # '/**' parameters go to every node; each node takes the ones it declares
+            shared = {k: v for k, v in wildcard.items() if k in schema.names()}
+            problems += check_parameters(decl, {**shared, **sections.get(decl.name, {})},
+                                         origin, schema)
+    problems += [f"{origin}: '/**' parameter {name!r} is declared by no node of the graph"
+                 for name in wildcard if name not in declared_somewhere
+                 and name not in ROS_PARAMETERS and not name.startswith('qos_overrides.')]
+    return problems
+
+
+# --- readiness on /diagnostics ------------------------------------------------------------
+# Convention (docs/launch.md): every node publishes on /diagnostics at least one
+# DiagnosticStatus whose name starts with '<node name>:' and whose values carry the key
+# 'ready' = 'true' | 'false'. A node is ready when its latest statuses that carry the key
+# all say 'true'. Ready means started and doing its job with live inputs (what each node
+# requires is in docs/launch.md); the level still reports health (OK/WARN/ERROR) apart.
+READY_KEY = 'ready'
+
+
+def ready_value(ready: bool) -> str:
+    """The value of the 'ready' key (lower-case, as YAML/ROS booleans are written)."""
+    return 'true' if ready else 'false'
+
+
+def status_node(status_name: str) -> str:
+    """'teleop_node: recorder' → 'teleop_node' (the part before the first colon)."""
+    return status_name.split(':', 1)[0].strip()
+
+
+class ReadinessTracker:
+    """Which of `nodes` report ready, from the DiagnosticStatus (name, values) pairs seen.
+    Pure (no rclpy), so the launcher, tests and tools share one reading of the convention."""
+
+    def __init__(self, nodes: Iterable[str]) -> None:
+        self.nodes = list(nodes)
+        self._latest: dict[str, dict[str, bool]] = {n: {} for n in self.nodes}
+
+    def update(self, status_name: str, values: Mapping[str, str]) -> None:
+        node = status_node(status_name)
+        if node in self._latest and READY_KEY in values:
+            self._latest[node][status_name] = str(values[READY_KEY]).strip().lower() == 'true'
+
+    def is_ready(self, node: str) -> bool:
+        reports = self._latest.get(node, {})
+        return bool(reports) and all(reports.values())
+
+    def ready(self) -> list[str]:
+        return [n for n in self.nodes if self.is_ready(n)]
+
+    def missing(self) -> list[str]:
+        return [n for n in self.nodes if not self.is_ready(n)]
+
+    def all_ready(self) -> bool:
+        return not self.missing()

@@ -1,0 +1,212 @@
+"""The policy network: observation encoder (one CNN per camera + state MLP over the history)
+feeding one of the chunked heads, with normalization inside the module so the exported
+ONNX graph takes raw uint8 images and raw-unit state and returns raw-unit actions.
+
+`PolicyArch` is everything needed to rebuild the network from a checkpoint (JSON-able,
+stored in it), so export never needs the training data or config files.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from bc_robot.core.spec import ACTION_DIMS, STATE_KEY_DIMS, CameraSpec, NormStats
+from bc_robot.learning.config import ModelConfig, TrainConfig
+from bc_robot.learning.dataset import Batch
+from bc_robot.learning.heads import HEADS, DiscreteHead
+from bc_robot.learning.nets import MLP, CameraEncoder, random_shift
+
+
+@dataclass(frozen=True)
+class PolicyArch:
+    head: str
+    cameras: tuple[CameraSpec, ...]
+    state_keys: tuple[str, ...]
+    history: int
+    chunk_length: int
+    control_rate_hz: float
+    action_representation: str
+    model: ModelConfig = field(default_factory=ModelConfig)
+    padding_weight: float = 1.0
+
+    @property
+    def state_dim(self) -> int:
+        return sum(STATE_KEY_DIMS[k] for k in self.state_keys)
+
+    @property
+    def action_dim(self) -> int:
+        return ACTION_DIMS[self.action_representation]
+
+    @classmethod
+    def from_config(cls, config: TrainConfig) -> PolicyArch:
+        d = config.data
+        return cls(head=config.head, cameras=d.cameras, state_keys=d.state_keys,
+                   history=d.history, chunk_length=d.chunk_length,
+                   control_rate_hz=float(d.control_rate_hz),
+                   action_representation=d.action_representation, model=config.model,
+                   padding_weight=float(config.train.padding_weight))
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data['cameras'] = [dict(dataclasses.asdict(c), crop=list(c.crop)) for c in self.cameras]
+        data['state_keys'] = list(self.state_keys)
+        data['model']['channels'] = list(self.model.channels)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PolicyArch:
+        data = dict(data)
+        data['cameras'] = tuple(CameraSpec(**{**c, 'crop': tuple(c.get('crop', ()))})
+                                for c in data['cameras'])
+        data['state_keys'] = tuple(data['state_keys'])
+        data['model'] = ModelConfig(**data['model'])
+        return cls(**data)
+
+
+def _stats_tensor(stats: NormStats | None, key: str, dim: int, default: float) -> torch.Tensor:
+    if stats is None:
+        return torch.full((dim,), default)
+    values = torch.tensor(getattr(stats, key), dtype=torch.float32)
+    if values.shape != (dim,):
+        raise ValueError(f'normalization {key} has {values.shape[0]} values, expected {dim}')
+    return values
+
+
+class ObsEncoder(nn.Module):
+    """Images (uint8 [B, T, H, W, 3] per camera) + normalized state [B, T, D] →
+    context [B, d] and tokens [B, T·(cameras+1), d]."""
+
+    def __init__(self, arch: PolicyArch) -> None:
+        super().__init__()
+        m = arch.model
+        d = m.d_model
+        self.camera_names = [c.name for c in arch.cameras]
+        self.cameras = nn.ModuleDict({c.name: CameraEncoder(c.height, c.width, m.channels,
+                                                            m.keypoints, d)
+                                      for c in arch.cameras})
+        self.state = (MLP(arch.state_dim, m.state_hidden, d, 2) if arch.state_dim else None)
+        per_step = len(arch.cameras) + (1 if self.state is not None else 0)
+        self.n_tokens = per_step * arch.history
+        self.position = nn.Parameter(torch.randn(1, self.n_tokens, d) * 0.02)
+        self.fuse = nn.Sequential(nn.Linear(self.n_tokens * d, d), nn.GELU(),
+                                  nn.Linear(d, d), nn.LayerNorm(d))
+        self.augment_shift = 0
+
+    def forward(self, images: dict[str, torch.Tensor], state: torch.Tensor | None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens = []
+        for name in self.camera_names:
+            x = images[name]
+            b, t = x.shape[0], x.shape[1]
+            x = x.reshape(b * t, x.shape[2], x.shape[3], 3).permute(0, 3, 1, 2).float()
+            x = x * (2.0 / 255.0) - 1.0
+            if self.training and self.augment_shift:
+                x = random_shift(x, self.augment_shift)
+            tokens.append(self.cameras[name](x).reshape(b, t, -1))
+        if self.state is not None:
+            tokens.append(self.state(state))
+        seq = torch.stack(tokens, 2).reshape(tokens[0].shape[0], self.n_tokens, -1)
+        seq = seq + self.position
+        return self.fuse(seq.reshape(seq.shape[0], -1)), seq
+
+
+class BCPolicy(nn.Module):
+    """Encoder + head + normalization (see module docstring)."""
+
+    def __init__(self, arch: PolicyArch, stats: dict[str, NormStats]) -> None:
+        super().__init__()
+        self.arch = arch
+        a, s = arch.action_dim, arch.state_dim
+        self.register_buffer('action_mean', _stats_tensor(stats.get('action'), 'mean', a, 0.0))
+        self.register_buffer('action_std', _stats_tensor(stats.get('action'), 'std', a, 1.0))
+        self.register_buffer('state_mean', _stats_tensor(stats.get('state'), 'mean', s, 0.0))
+        self.register_buffer('state_std', _stats_tensor(stats.get('state'), 'std', s, 1.0))
+        self.encoder = ObsEncoder(arch)
+        head_cls = HEADS[arch.head]
+        options = dict(arch.model.head_options)
+        d, h = arch.model.d_model, arch.chunk_length
+        if head_cls is DiscreteHead:
+            low = (_stats_tensor(stats.get('action'), 'low', a, -2.0) - self.action_mean) \
+                / self.action_std if stats.get('action') and stats['action'].low else None
+            high = (_stats_tensor(stats.get('action'), 'high', a, 2.0) - self.action_mean) \
+                / self.action_std if stats.get('action') and stats['action'].high else None
+            self.head = head_cls(d, h, a, options, low=low, high=high)
+        else:
+            self.head = head_cls(d, h, a, options)
+
+    @property
+    def stochastic(self) -> bool:
+        return bool(self.head.stochastic)
+
+    @property
+    def accepts_prefix(self) -> bool:
+        return bool(self.head.accepts_prefix)
+
+    def normalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        return (actions - self.action_mean) / self.action_std
+
+    def encode(self, images: dict[str, torch.Tensor], state: torch.Tensor | None):
+        state_n = (state - self.state_mean) / self.state_std if state is not None \
+            and self.encoder.state is not None else None
+        return self.encoder(images, state_n)
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        """Weighted mean of per-sample losses (sample weights = HG-DAgger weighting)."""
+        return self(batch.images, batch.state, batch.actions, batch.valid, batch.weight)
+
+    def forward(self, images: dict[str, torch.Tensor], state: torch.Tensor,
+                actions: torch.Tensor, valid: torch.Tensor, weight: torch.Tensor
+                ) -> torch.Tensor:
+        """The training loss (forward is what DistributedDataParallel synchronises)."""
+        ctx, tokens = self.encode(images, state)
+        target = self.normalize_actions(actions)
+        mask = torch.where(valid, torch.ones_like(weight[:, None]),
+                           torch.full_like(weight[:, None], self.arch.padding_weight))
+        per_sample = self.head.loss(ctx, tokens, target, mask)
+        return (per_sample * weight).sum() / weight.sum().clamp_min(1e-6)
+
+    def sample(self, images: dict[str, torch.Tensor], state: torch.Tensor | None,
+               noise: torch.Tensor | None = None, prefix: torch.Tensor | None = None,
+               prefix_weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Raw-unit action chunks [B, H, A]; stochastic heads draw from `noise` (standard
+        normal [B, H, A]; drawn here when None)."""
+        ctx, tokens = self.encode(images, state)
+        b = ctx.shape[0]
+        if noise is None and self.stochastic:
+            noise = torch.randn(b, self.arch.chunk_length, self.arch.action_dim,
+                                device=ctx.device)
+        prefix_n = self.normalize_actions(prefix) if prefix is not None else None
+        if prefix_n is not None and noise is None:
+            noise = torch.zeros_like(prefix_n)
+        out = self.head.sample(ctx, tokens, noise, prefix_n, prefix_weights)
+        return out * self.action_std + self.action_mean
+
+
+class ExportModule(nn.Module):
+    """The ONNX entry point: positional inputs in the order of `input_names()`."""
+
+    def __init__(self, policy: BCPolicy) -> None:
+        super().__init__()
+        self.policy = policy
+        self.cameras = [c.name for c in policy.arch.cameras]
+        self.has_state = policy.arch.state_dim > 0
+
+    def input_names(self) -> list[str]:
+        names = [f'image.{c}' for c in self.cameras]
+        if self.has_state:
+            names.append('state')
+        if self.policy.accepts_prefix:
+            names += ['prefix', 'prefix_weights']
+        if self.policy.stochastic:
+            names.append('noise')
+        return names
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        named = dict(zip(self.input_names(), inputs))
+        images = {c: named[f'image.{c}'] for c in self.cameras}
+        return self.policy.sample(images, named.get('state'), named.get('noise'),
+                                  named.get('prefix'), named.get('prefix_weights'))

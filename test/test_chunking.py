@@ -1,0 +1,215 @@
+"""Chunk executors pinned tick by tick: which action each tick executes for given chunks and
+inference delays, ACT's ensembling weights, the RTC prefix and soft mask, and the flush."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from bc_robot.core.actions import ActionLayout
+from bc_robot.core.chunking import (ExecutorConfig, ensemble_weights, make_executor,
+                                    rtc_soft_mask)
+from bc_robot.core.delay import DelayEstimator, DelayEstimatorConfig
+
+DT = 0.05
+LAYOUT = ActionLayout('ee_pose_quat_gripper')
+
+
+def action(x: float, y: float = 0.0, z: float = 0.0) -> np.ndarray:
+    return np.array([x, y, z, 0.0, 0.0, 0.0, 1.0, 1.0])
+
+
+def tagged_chunk(origin: int, length: int) -> np.ndarray:
+    """Action i of the chunk requested at tick `origin` carries (origin, i) in x, y."""
+    return np.array([action(origin, i) for i in range(length)])
+
+
+def executor(mode: str, length: int = 8, horizon: int = 3, margin: int = 0, accepts_prefix=False,
+             **kwargs):
+    estimator = DelayEstimator(DelayEstimatorConfig(window=10, percentile=90, warmup=0))
+    config = ExecutorConfig(mode, length, horizon, margin, **kwargs)
+    return make_executor(config, LAYOUT, estimator, DT, accepts_prefix=accepts_prefix)
+
+
+def run_ticks(ex, ticks: int, delay: int, make_chunk=None):
+    """Deterministic stand-in for the runner: an inference requested at tick k (after its
+    step) yields make_chunk(k) (index 0 = tick k), delivered before tick k + delay."""
+    make_chunk = make_chunk or (lambda k: tagged_chunk(k, ex.config.chunk_length))
+    pending = None
+    out = []
+    for t in range(ticks):
+        if pending is not None and pending[0] == t:
+            ex.deliver(pending[2], pending[1], t, delay * DT)
+            pending = None
+        a = ex.step(t)
+        out.append(None if a is None else (int(round(a[0])), int(round(a[1]))))
+        if pending is None and ex.wants_inference(t):
+            pending = (t + delay, t, make_chunk(t))
+    return out
+
+
+def test_sync_runs_each_chunk_from_index_zero_and_stalls_for_every_inference():
+    out = run_ticks(executor('sync', length=4), 12, delay=2)
+    assert out == [None, None, (0, 0), (0, 1), (0, 2), (0, 3), None,
+                   (5, 0), (5, 1), (5, 2), (5, 3), None]
+
+
+def test_async_skips_the_actions_whose_time_passed_and_never_idles():
+    out = run_ticks(executor('async', length=8, horizon=3), 14, delay=2)
+    assert out == [None, None, (0, 2), (0, 3), (0, 4), (0, 5), (4, 2), (4, 3), (4, 4),
+                   (4, 5), (8, 2), (8, 3), (8, 4), (8, 5)]
+
+
+def test_async_idles_only_when_the_delay_exceeds_what_the_chunk_has_left():
+    # 8 actions, 5 ticks of delay: after skipping 5 only 3 remain, so 2 ticks idle per round.
+    out = run_ticks(executor('async', length=8, horizon=3), 16, delay=5)
+    assert out == [None] * 5 + [(0, 5), (0, 6), (0, 7), None, None,
+                                (5, 5), (5, 6), (5, 7), None, None, (10, 5)]
+
+
+def test_async_trigger_grows_with_the_measured_delay():
+    # execute_horizon 1 would idle with a 4-tick delay; the estimate (4) + margin (1)
+    # moves the trigger to 5 remaining and the stream stays gap-free after the first chunk.
+    ex = executor('async', length=10, horizon=1, margin=1)
+    out = run_ticks(ex, 30, delay=4)
+    assert ex.trigger_remaining() == 5
+    assert out[:4] == [None] * 4
+    assert None not in out[4:]
+    # every tick executes the action planned for it: index = tick - origin
+    assert all(out[t][1] == t - out[t][0] for t in range(4, 30))
+
+
+def test_ensemble_weights_are_acts_exp_minus_m_i_oldest_first():
+    assert np.allclose(ensemble_weights(3, 0.5), [1.0, math.exp(-0.5), math.exp(-1.0)])
+    ex = executor('ensemble', length=3, horizon=0, ensemble_m=0.5, ensemble_every=1)
+
+    def chunk(k):
+        return np.array([action(10.0 * k + i) for i in range(3)])
+
+    pending, values = None, []
+    for t in range(6):
+        if pending is not None:
+            ex.deliver(pending[1], pending[0], t, DT)
+            pending = None
+        a = ex.step(t)
+        values.append(None if a is None else a[0])
+        if ex.wants_inference(t):
+            pending = (t, chunk(t))
+    # tick 3 is predicted by the chunks from ticks 1 (index 2) and 2 (index 1), oldest first
+    w = ensemble_weights(2, 0.5)
+    assert values[3] == pytest.approx((w[0] * 12.0 + w[1] * 21.0) / w.sum())
+    assert values[0] is None and values[1] == pytest.approx(1.0)
+
+
+def test_ensemble_queries_every_k_ticks():
+    ex = executor('ensemble', length=8, horizon=0, ensemble_every=3)
+    requests = []
+    for t in range(10):
+        if t == 1:
+            ex.deliver(tagged_chunk(0, 8), 0, 1, DT)
+        ex.step(t)
+        if ex.wants_inference(t):
+            requests.append(t)
+            if t > 0:
+                ex.deliver(tagged_chunk(t, 8), t, t, DT)
+    assert requests == [0, 3, 6, 9]
+
+
+def test_ensemble_averages_quaternions_on_the_same_hemisphere():
+    ex = executor('ensemble', length=2, horizon=0, ensemble_m=0.0)
+    q = np.array([0.0, 0.0, math.sin(0.1), math.cos(0.1)])
+    a = np.concatenate([[0.4, 0, 0.3], q, [1.0]])
+    b = np.concatenate([[0.4, 0, 0.3], -q, [1.0]])  # the same rotation, other sign
+    ex.deliver(np.array([a, a]), 0, 0, None)
+    ex.deliver(np.array([b, b]), 0, 0, None)
+    out = ex.step(0)
+    pose, _ = LAYOUT.to_target(out)
+    assert np.allclose(abs(pose.orientation @ q), 1.0)
+
+
+def test_rtc_soft_mask_follows_black_galliker_levine():
+    # d = 2 committed, overlap 6 of 8: 1, 1, then c(e^c - 1)/(e - 1) with c = (6 - i)/5, then 0
+    w = rtc_soft_mask(8, committed=2, overlap=6)
+    c = (6 - np.arange(2, 6)) / 5.0
+    assert np.allclose(w[:2], 1.0)
+    assert np.allclose(w[2:6], c * (np.exp(c) - 1) / (math.e - 1))
+    assert np.allclose(w[6:], 0.0)
+    assert np.all(np.diff(w) <= 0)
+    assert np.allclose(rtc_soft_mask(4, committed=6, overlap=3), [1, 1, 1, 0])
+    assert np.allclose(rtc_soft_mask(4, committed=0, overlap=0), 0.0)
+
+
+def test_rtc_hands_the_committed_actions_and_the_soft_mask_to_the_model():
+    ex = executor('rtc', length=8, horizon=3, accepts_prefix=True)
+    for _ in range(3):
+        ex.estimator.add(2 * DT)  # measured delay: 2 ticks
+    plan = tagged_chunk(0, 8)
+    ex.deliver(plan, 0, 2, 2 * DT)
+    for t in range(2, 5):
+        ex.step(t)
+    assert ex.wants_inference(4)
+    prefix, weights = ex.prefix_for(4)
+    assert prefix.dtype == np.float32 and prefix.shape == (8, 8)
+    assert np.array_equal(prefix[:4], plan[4:8].astype(np.float32))  # overlap: ticks 4..7
+    assert np.all(prefix[4:] == 0)
+    # committed: the 2-tick delay plus the tick on which the new chunk is first used
+    assert np.allclose(weights, rtc_soft_mask(8, committed=3, overlap=4))
+    assert weights[0] == weights[1] == weights[2] == 1.0 and 0 < weights[3] < 1
+    assert weights[4] == 0.0
+
+
+def test_rtc_without_prefix_input_blends_over_the_overlap():
+    ex = executor('rtc', length=8, horizon=3, accepts_prefix=False)
+    assert ex.prefix_for(0) is None
+    old = np.array([action(0.40 + 0.01 * i) for i in range(8)])
+    ex.deliver(old, 0, 0, 0.0)
+    for t in range(0, 5):
+        ex.step(t)
+    new = np.array([action(0.50 + 0.01 * i) for i in range(8)])  # 0.1 m off the old plan
+    ex.deliver(new, 3, 5, 2 * DT)   # started at tick 3, arrives before tick 5
+    got = [ex.step(t)[0] for t in range(5, 11)]
+    w = rtc_soft_mask(8, committed=2, overlap=5)  # old plan covers ticks 3..7
+    want = [w[i] * old[3 + i, 0] + (1 - w[i]) * new[i, 0] if 3 + i < 8 else new[i, 0]
+            for i in range(2, 8)]
+    assert np.allclose(got, want)
+    # the step at the boundary is a fraction of the 0.1 m disagreement, not all of it
+    assert got[0] - old[4, 0] < 0.1 * (1 - w[2]) + 0.011
+
+
+def test_stale_chunk_is_dropped_and_asked_for_again():
+    ex = executor('async', length=4, horizon=1)
+    ex.deliver(tagged_chunk(0, 4), 0, 9, 0.45)  # covers ticks 0..3, arrives at tick 9
+    assert ex.step(9) is None
+    assert ex.wants_inference(9)
+
+
+@pytest.mark.parametrize('mode', ['sync', 'ensemble', 'async', 'rtc'])
+def test_flush_drops_every_planned_action(mode):
+    ex = executor(mode, length=8, horizon=3)
+    ex.deliver(tagged_chunk(0, 8), 0, 0, DT)
+    assert ex.step(0) is not None
+    ex.flush()
+    assert all(ex.step(t) is None for t in range(1, 10))
+    assert ex.queue_depth(10) == 0
+    assert ex.wants_inference(10)
+
+
+def test_planned_actions_start_at_the_current_tick():
+    ex = executor('async', length=6, horizon=2)
+    chunk = tagged_chunk(0, 6)
+    ex.deliver(chunk, 0, 2, 2 * DT)
+    ex.step(2)
+    assert np.array_equal(ex.planned(2), chunk[2:])
+    assert ex.queue_depth(2) == 3
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(mode='fast', chunk_length=8), 'executor'),
+    (dict(mode='async', chunk_length=8, execute_horizon=8), 'execute_horizon'),
+    (dict(mode='ensemble', chunk_length=8, execute_horizon=2, ensemble_every=9), 'ensemble_every'),
+    (dict(mode='ensemble', chunk_length=8, execute_horizon=2, ensemble_m=float('nan')), 'ensemble_m'),
+])
+def test_config_refuses_bad_values_naming_them(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ExecutorConfig(**kwargs)
