@@ -17,7 +17,9 @@ import pytest
 
 # Every test session gets its own DDS domain on loopback only, so concurrent sessions (and
 # anything else on the machine) never see each other's topics.
-os.environ.setdefault('ROS_DOMAIN_ID', str(random.SystemRandom().randint(1, 100)))
+# Linux-safe domains (0-101 and 215-232 stay clear of the ephemeral port range).
+_SAFE_DOMAINS = [*range(1, 102), *range(215, 233)]
+os.environ.setdefault('ROS_DOMAIN_ID', str(random.SystemRandom().choice(_SAFE_DOMAINS)))
 os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
 os.environ.setdefault('ROS_LOCALHOST_ONLY', '1')
 os.environ.setdefault('MUJOCO_GL', 'egl')

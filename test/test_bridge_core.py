@@ -275,6 +275,16 @@ def test_estop_latches_holds_and_reenable_starts_from_measured():
     assert lin <= rig.limits.max_step_translation + 0.006  # the enable itself restarts at measured
 
 
+def test_enable_while_enabled_changes_nothing():
+    rig = Rig()
+    rig.step(40, policy=moving(0.3))
+    ok, message = rig.core.enable(rig.t)
+    assert ok and 'already' in message
+    rig.step(20, policy=moving(0.3))
+    assert rig.mode is Mode.TRACKING
+    rig.assert_no_jump()
+
+
 def test_enable_refused_without_fresh_measured_pose():
     core = BridgeCore(GateLimits(), BridgeConfig(start_enabled=False))
     ok, message = core.enable(0.0)

@@ -258,7 +258,8 @@ def test_shape_sequence_never_steps_more_than_limit():
     for _ in range(500):
         desired = Pose(rng.uniform(-2, 2, 3), rotvec_to_quat(rng.uniform(-3, 3, 3)))
         out = gate.shape(previous, desired, measured)
-        assert np.linalg.norm(out.position - previous.position) <= limits.max_step_translation + 1e-12
+        step = np.linalg.norm(out.position - previous.position)
+        assert step <= limits.max_step_translation + 1e-12
         assert quat_angle(out.orientation, previous.orientation) <= limits.max_step_rotation + 1e-9
         assert np.all(out.position >= np.array(LO) - 1e-12)
         assert np.all(out.position <= np.array(HI) + 1e-12)

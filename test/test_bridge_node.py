@@ -4,7 +4,6 @@ running the suite is shared."""
 from __future__ import annotations
 
 import json
-import math
 import struct
 import threading
 import time
@@ -268,7 +267,8 @@ def test_every_parameter_has_description_and_yaml_matches_schema():
 def test_bad_parameter_refuses_to_start(launch_node, param, value, word):
     process = launch_node('bc_robot.nodes.controller_bridge', params={param: value})
     assert process.wait(60) == 2
-    assert word in process.log() and math.isfinite(1.0)
+    assert word in process.log()
+    assert "Traceback" not in process.log()  # a clear refusal, not a crash
 
 
 def test_use_sim_time_stamps_follow_clock(harness, probe):

@@ -213,3 +213,11 @@ def test_planned_actions_start_at_the_current_tick():
 def test_config_refuses_bad_values_naming_them(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ExecutorConfig(**kwargs)
+
+
+def test_async_trigger_counts_the_wait_for_a_fresh_observation():
+    # stamp → chunk: 2 ticks, but request → chunk (waiting for a frame first): 6 ticks
+    ex = executor('async', length=20, horizon=2, margin=1)
+    ex.deliver(tagged_chunk(0, 20), 0, 0, delay_s=2 * DT, turnaround_s=6 * DT)
+    assert ex.trigger_remaining() == 7
+    assert not ex.wants_inference(11) and ex.wants_inference(12)   # 7 actions left after 12

@@ -5,7 +5,10 @@ time), which keeps the assertions meaningful on a loaded shared machine."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,7 +26,7 @@ from bc_robot.nodes.common import (COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, pose_fr
                                    pose_to_msg, seconds_to_stamp, stamp_to_seconds)
 from bc_robot.sim.tasks import TaskConfig, sample_scene
 
-from conftest import wait_for
+from conftest import REPO, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -223,17 +226,27 @@ def test_unknown_task_fails_startup_naming_it(launch_node):
     assert 'stack_blocks' in sim.log()
 
 
-def test_expert_direct_mode_solves_push_episodes_over_topics(launch_node, tmp_path):
-    start_sim(launch_node)
-    summary_path = tmp_path / 'summary.json'
-    expert = launch_node(EXPERT, params={'mode': 'direct', 'episodes': 2, 'use_sim_time': True,
-                                         'exit_when_done': True,
-                                         'summary_path': str(summary_path)})
-    assert expert.wait(timeout=150) == 0, expert.log()
-    summary = json.loads(summary_path.read_text())
-    assert summary['episodes'] == 2 and summary['successes'] == 2, summary
+def test_demo_runs_the_expert_in_direct_mode_over_topics_and_saves_frames(tmp_path):
+    """`bc-robot demo` (= `make demo`): sim_arm + sim_expert as real processes, the expert
+    solving push episodes through /target_pose, frames saved as PNG."""
+    out = tmp_path / 'demo'
+    proc = subprocess.run([str(Path(sys.executable).with_name('bc-robot')), 'demo',
+                           '--episodes', '2', '--output', str(out)],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert 'success rate: 2/2 (100 %)' in proc.stdout, proc.stdout
+    assert 'not part of it yet' in proc.stdout
+    summary = json.loads((out / 'summary.json').read_text())
+    assert summary['mode'] == 'direct' and summary['successes'] == 2
     assert all(r['final_distance'] <= 0.02 for r in summary['results'])
-    assert 'done: 2/2' in expert.log()
+    assert 'done: 2/2' in (out / 'sim_expert.log').read_text()
+    import cv2
+    for name in ('start_front', 'start_wrist', 'episode2_end_front', 'episode2_end_wrist'):
+        image = cv2.imread(str(out / f'{name}.png'))
+        assert image is not None and image.shape == (240, 320, 3), name
+    bgr = cv2.imread(str(out / 'start_front.png')).astype(int)
+    red = (bgr[..., 2] > 120) & (bgr[..., 1] < 60) & (bgr[..., 0] < 60)
+    assert red.sum() > 30  # the cube is in the saved frame
 
 
 def test_expert_teleop_mode_publishes_spacenav_twist_joy_and_correction_presses_the_pedal(

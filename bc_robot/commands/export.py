@@ -52,8 +52,7 @@ def _data_observations(checkpoint: dict[str, Any], patterns: list[str], count: i
     from bc_robot.learning.dataset import ChunkDataset
     config = config_from_dict(json.loads(checkpoint['config']))
     episodes = convert_episodes(find_episodes(patterns), config.data)
-    dataset = ChunkDataset(episodes, config.data.history, config.data.chunk_length,
-                           [c.name for c in config.data.cameras])
+    dataset = ChunkDataset(episodes, [c.name for c in config.data.cameras])
     index = np.linspace(0, len(dataset) - 1, min(count, len(dataset))).round().astype(int)
     batch = dataset.batch(index)
     observations = []

@@ -185,6 +185,11 @@ class Supervisor:
             self._emit(name, raw.decode(errors='replace'))
         process.stdout.close()
 
+    def exited(self) -> dict[str, int]:
+        """Nodes that have exited so far → their return codes (for callers that drive a
+        graph themselves instead of `wait()`, e.g. `bc_robot.orchestrate`)."""
+        return {n: p.returncode for n, p in self._processes.items() if p.poll() is not None}
+
     def request_stop(self, *_args) -> None:
         """First SIGINT/SIGTERM: stop cleanly. A second one: kill what is left now."""
         if self._stop_requested.is_set():

@@ -116,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         config_path = args.config or default_config_path(args.head or 'flow')
         config = load_config(config_path, overrides_from_args(args))
+        from bc_robot.learning.heads import HEADS
+        HEADS[config.head].check_options(config.model.head_options)
         if args.resume and not args.out:
             raise ValueError('--resume needs --out RUN_FOLDER (the run to continue)')
         out = Path(args.out or f'runs/{config.head}-{time.strftime("%Y%m%d-%H%M%S")}')

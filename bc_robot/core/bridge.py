@@ -110,10 +110,6 @@ class RateMeter:
         span = self._times[-1] - self._times[0]
         return (len(self._times) - 1) / span if span > 0 else 0.0
 
-    @property
-    def last(self) -> float | None:
-        return self._times[-1] if self._times else None
-
 
 @dataclass
 class SourceState:
@@ -172,7 +168,6 @@ class BridgeCore:
         self._hold: Pose | None = None
         self._gripper_out: float | None = None
         self._last_tick = -math.inf
-        self.ignored_before_enable = 0
 
     # --- limits that may change at runtime -------------------------------------------
 
@@ -236,9 +231,10 @@ class BridgeCore:
     def enable(self, now: float) -> tuple[bool, str]:
         """Re-enable after an e-stop: the output restarts from the measured pose and only
         targets that arrive after this moment are followed."""
+        if self.enabled:
+            return True, 'already enabled'  # no restart: that could step the output
         if self.measured is None or now - self.measured_at > self.config.measured_timeout:
             return False, 'refused: no fresh measured pose to start from'
-        was = self.enabled
         self.enabled = True
         self.enabled_at = now
         self._previous = self.measured
@@ -247,7 +243,7 @@ class BridgeCore:
         self._tracking = None
         for state in self.sources.values():
             state.period.reset()
-        return True, 'enabled from the measured pose' if not was else 're-enabled from the measured pose'
+        return True, 'enabled: output restarts from the measured pose'
 
     def disable(self) -> tuple[bool, str]:
         """E-stop: latched until `enable`; the output holds the measured pose."""

@@ -104,7 +104,9 @@ class ChunkExecutor:
         self.config = config
         self.accepts_prefix = accepts_prefix
         self.layout = layout
-        self.estimator = estimator
+        self.estimator = estimator   # observation stamp → chunk available
+        # request → chunk available (includes waiting for a fresh observation): when to ask
+        self.turnaround = DelayEstimator(estimator.config)
         self.dt = dt
         self.started_chunk: int | None = None  # id of a chunk whose first action `step` gave
         self._chunk_ids = 0
@@ -137,11 +139,15 @@ class ChunkExecutor:
         return (np.zeros((length, self.layout.dim), dtype=np.float32),
                 np.zeros(length, dtype=np.float32))
 
-    def deliver(self, chunk: np.ndarray, start: int, tick: int, delay_s: float | None) -> int:
+    def deliver(self, chunk: np.ndarray, start: int, tick: int, delay_s: float | None,
+                turnaround_s: float | None = None) -> int:
         """Accept a validated chunk [H, dim] whose index 0 is tick `start`, arriving before
-        tick `tick` is stepped; `delay_s` feeds the delay estimator. Returns the chunk id."""
+        tick `tick` is stepped; `delay_s` (observation stamp → available) and
+        `turnaround_s` (request → available) feed the estimators. Returns the chunk id."""
         if delay_s is not None:
             self.estimator.add(delay_s)
+        if turnaround_s is not None:
+            self.turnaround.add(turnaround_s)
         self._chunk_ids += 1
         self._accept(np.asarray(chunk, dtype=np.float64), int(start), int(tick), self._chunk_ids)
         return self._chunk_ids
@@ -212,8 +218,9 @@ class AsyncExecutor(ChunkExecutor):
 
     def trigger_remaining(self) -> int:
         """Infer again once this many actions (or fewer) remain after the current tick."""
-        wanted = max(self.config.execute_horizon,
-                     self.estimator.estimate_steps(self.dt) + self.config.delay_margin_steps)
+        delay = max(self.estimator.estimate_steps(self.dt),
+                    self.turnaround.estimate_steps(self.dt))
+        wanted = max(self.config.execute_horizon, delay + self.config.delay_margin_steps)
         return min(self.config.chunk_length - 1, wanted)
 
     def queue_depth(self, tick: int) -> int:
@@ -397,6 +404,7 @@ class _Result:
     stamp: float
     delay_s: float
     inference_s: float
+    turnaround_s: float
 
 
 @dataclass
@@ -444,7 +452,7 @@ class ChunkRunner:
         self._wake = threading.Condition(self._lock)
         self._stop = threading.Event()
         self._generation = 0
-        self._request: tuple[int, float | None] | None = None
+        self._request: tuple[int, float | None, float] | None = None
         self._inflight = False
         self._result: _Result | None = None
         self._paused = False
@@ -525,7 +533,7 @@ class ChunkRunner:
             min_stamp = self._min_stamp
             if self.config.fresh_observation:
                 min_stamp = now if min_stamp is None else max(now, min_stamp)
-            self._request = (self._generation, min_stamp)
+            self._request = (self._generation, min_stamp, now)
             self._wake.notify()
         return out
 
@@ -534,12 +542,14 @@ class ChunkRunner:
             self.counters['discarded_chunks'] += 1
             return
         start = self._stamp_tick(result.stamp)
-        chunk_id = self.executor.deliver(result.chunk, start, tick, result.delay_s)
+        chunk_id = self.executor.deliver(result.chunk, start, tick, result.delay_s,
+                                         result.turnaround_s)
         self._chunk_stamps = {k: v for k, v in self._chunk_stamps.items() if k > chunk_id - 64}
         self._chunk_stamps[chunk_id] = result.stamp
         self.counters['chunks'] += 1
         self.recorder.add('inference_s', result.inference_s)
         self.recorder.add('delay_s', result.delay_s)
+        self.recorder.add('turnaround_s', result.turnaround_s)
         self.recorder.add('delay_estimate_s', self.executor.estimator.estimate())
         self.recorder.add('skipped_actions', max(0, tick - start))
 
@@ -584,10 +594,10 @@ class ChunkRunner:
                     self._wake.wait(timeout=0.5)
                 if self._stop.is_set():
                     return
-                generation, min_stamp = self._request
+                generation, min_stamp, requested = self._request
                 self._request = None
             try:
-                self._infer_once(generation, min_stamp)
+                self._infer_once(generation, min_stamp, requested)
             except Exception as exc:  # a backend failure must not kill the thread
                 self.counters['inference_errors'] += 1
                 message = f'inference failed: {exc}'
@@ -606,7 +616,7 @@ class ChunkRunner:
             self._inflight = False
             self._result = result
 
-    def _infer_once(self, generation: int, min_stamp: float | None) -> None:
+    def _infer_once(self, generation: int, min_stamp: float | None, requested: float) -> None:
         observation = self.source.wait_newer(min_stamp, timeout=self.config.max_age_s)
         if observation is None:
             self.counters['missing_observations'] += 1
@@ -645,8 +655,9 @@ class ChunkRunner:
             self.last_error = message
             self._finish(generation, None)
             return
-        delay = max(0.0, self.clock() - stamp)
-        self._finish(generation, _Result(generation, chunk, stamp, delay, inference_s))
+        now = self.clock()
+        self._finish(generation, _Result(generation, chunk, stamp, max(0.0, now - stamp),
+                                         inference_s, max(0.0, now - requested)))
 
     def report(self) -> dict[str, Any]:
         """`stats()` plus every raw sample and the per-tick trace: the exit dump."""

@@ -60,9 +60,16 @@ class DataConfig:
     # 'header': header stamps (sim time) where messages carry one, the recorder's log time
     # mapped onto that clock otherwise; 'log': the recorder's log time everywhere.
     time_source: str = 'header'
-    # A sampled stream (camera, joint states, pose, target) must run at least this fraction
-    # of the control rate, or the bag is refused naming the topic.
+    # Proprioception and command streams must run at least this fraction of the control
+    # rate, or the bag is refused naming the topic.
     min_rate_fraction: float = 0.9
+    # Cameras slower than this are refused (observations would be too stale to act on).
+    min_camera_rate_hz: float = 5.0
+    # As observation_node: other cameras and proprioception must be within max_skew_s of
+    # each reference frame's stamp (proprioception is interpolated to it).
+    max_skew_s: float = 0.04
+    # Demo episodes whose episode.json says success: false are left out.
+    skip_failed_demos: bool = True
     arm_joints: tuple[str, ...] = ARM_JOINTS
     finger_joints: tuple[str, ...] = FINGER_JOINTS
     finger_open_m: float = 0.04  # one finger's travel when fully open (sim arm.xml ctrlrange)
@@ -92,6 +99,10 @@ class DataConfig:
                  f'data.time_source {self.time_source!r} must be "header" or "log"')
         _number('data.min_rate_fraction', self.min_rate_fraction, 0.0, 1.0)
         _number('data.finger_open_m', self.finger_open_m, 1e-4, 1.0)
+        _number('data.min_camera_rate_hz', self.min_camera_rate_hz, 0.1, 1000.0)
+        _number('data.max_skew_s', self.max_skew_s, 0.0, 1.0)
+        _require(isinstance(self.skip_failed_demos, bool),
+                 f'data.skip_failed_demos = {self.skip_failed_demos!r} must be true or false')
         object.__setattr__(self, 'human_target_topics', tuple(self.human_target_topics))
         _require(len(self.human_target_topics) > 0, 'data.human_target_topics is empty')
         object.__setattr__(self, 'arm_joints', tuple(self.arm_joints))

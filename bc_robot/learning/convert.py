@@ -1,29 +1,36 @@
-"""Recorded episode folder → arrays sampled at the policy's control rate (numpy only).
+"""Recorded episode folder → training samples, built the way the deployed graph builds them.
 
-For every control tick t (1 / control_rate apart) the converter takes, by zero-order hold,
-the latest message at or before t of each stream:
+Observations mirror observation_node (core.sync): every frame of the first camera is one
+observation at that frame's header stamp ts; the other cameras contribute their frame
+nearest in stamp, proprioception (joint states, TCP pose) is interpolated to ts
+(`core.sync.StampedSeries`), and an input further than `max_skew_s` from ts drops the
+observation. Images go through `core.preprocess.preprocess_image`, the state through
+`core.state.build_state_vector`; the history is `core.sync.history_indices` over the
+observation stamps, one control period apart, as the policy node stacks it.
 
-  observation  camera frames through `core.preprocess.preprocess_image` (the function the
-               observation node runs) and the state vector from `core.state` (the same
-               layout /bc/obs/state carries);
-  label        where the human drove (demo episodes, and intervention segments of
-               HG-DAgger episodes) the human's clean command (/bc/teleop/label, else
-               /bc/teleop/target, + /bc/teleop/gripper); elsewhere the executed target
-               (/target_pose + /gripper/target). A gripper stream that never published
-               falls back to the measured opening.
+Labels mirror the policy node's timing: action i of a chunk is for the observation's tick
++ i, so the label chunk of the observation at ts holds the command at ts + i/rate,
+i = 0..H-1 (zero-order hold of the command stream). The command is the human's clean
+command (/bc/teleop/label, else /bc/teleop/target, + /bc/teleop/gripper) where the human
+drove (demo episodes, and intervention segments of HG-DAgger episodes) and the executed
+target (/target_pose + /gripper/target) elsewhere. Past the end of the commands the last
+one is repeated and marked invalid (the padding mask). A gripper stream that never
+published falls back to the measured opening.
 
-Time base: header stamps (the sim clock when the stack runs on /clock); messages without a
+Time base: header stamps (sim time when the stack runs on /clock); messages without a
 header (Float64, Bool) are placed on that clock by mapping their log time through the
 /joint_states stream (`time_source: header`), or the recorder's log time is used everywhere
 (`time_source: log`).
 
 Refusals (ValueError naming the file and the topic): a required topic missing, a truncated
-file (from the reader), a sampled stream slower than the control rate, an episode too
-short for one tick.
+file (from the reader), a command or proprioception stream slower than the control rate, a
+camera slower than `min_camera_rate_hz`, an input out of sync with most frames, an episode
+with no usable observation.
 """
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -35,8 +42,10 @@ from bc_robot.core.image import decode_compressed_rgb8, image_to_rgb8
 from bc_robot.core.pose import Pose
 from bc_robot.core.preprocess import preprocess_image
 from bc_robot.core.state import build_state_vector
+from bc_robot.core.sync import StampedSeries, history_indices
 from bc_robot.learning.config import DaggerConfig, DataConfig
-from bc_robot.recording.reader import BagMessage, Episode, TopicMessages, read_episode
+from bc_robot.recording.reader import (BagMessage, Episode, TopicMessages, read_episode,
+                                       read_episode_metadata)
 
 LOG = logging.getLogger(__name__)
 
@@ -45,30 +54,36 @@ DEMO_KINDS = ('demo', 'demonstration', 'teleop', 'expert')
 
 @dataclass
 class EpisodeArrays:
-    """One episode at the control rate. Index i is tick i (time `times[i]` s from start)."""
+    """One episode's samples; index i is the observation at `times[i]`."""
 
     source: str
-    times: np.ndarray                 # float64 [N] seconds since the first tick
+    times: np.ndarray                 # float64 [N] observation stamps, s since the first
     images: dict[str, np.ndarray]     # camera → uint8 [N, H, W, 3]
-    state: np.ndarray                 # float32 [N, state_dim]
-    actions: np.ndarray               # float32 [N, action_dim] label at each tick
-    human: np.ndarray                 # bool [N] the human drove this tick
+    state: np.ndarray                 # float32 [N, state_dim] raw units
+    history: np.ndarray               # int64 [N, T] observation indices, oldest first
+    actions: np.ndarray               # float32 [N, chunk, action_dim] label chunks
+    valid: np.ndarray                 # bool [N, chunk] False past the end of the commands
+    human: np.ndarray                 # bool [N] the human drove at this observation
     weights: np.ndarray               # float32 [N] sample weight (HG-DAgger options)
     kind: str = 'demo'                # 'demo' or 'dagger'
     metadata: dict[str, Any] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.times.shape[0])
 
     def check(self) -> None:
         n = len(self)
-        for name, array in [('state', self.state), ('actions', self.actions),
+        for name, array in [('state', self.state), ('history', self.history),
+                            ('actions', self.actions), ('valid', self.valid),
                             ('human', self.human), ('weights', self.weights),
                             *[(f'image {k}', v) for k, v in self.images.items()]]:
             if array.shape[0] != n:
                 raise ValueError(f'{self.source}: {name} has {array.shape[0]} rows, expected {n}')
         if not np.all(np.isfinite(self.actions)) or not np.all(np.isfinite(self.state)):
             raise ValueError(f'{self.source}: non-finite state or action values')
+        if self.history.size and (self.history.min() < 0 or self.history.max() >= n):
+            raise ValueError(f'{self.source}: history index out of range')
 
 
 def _stamp_ns(msg: Any) -> int | None:
@@ -113,28 +128,31 @@ class _Clock:
         return mapped * 1e-9
 
 
+# A message stamped within this of a tick counts as at the tick (float round-off of stamps).
+TIME_EPS = 1e-6
+
+
 def _hold(times: np.ndarray, ticks: np.ndarray) -> np.ndarray:
     """Index of the latest message at or before each tick (-1 when none yet)."""
-    return np.searchsorted(times, ticks, side='right') - 1
+    return np.searchsorted(times, ticks + TIME_EPS, side='right') - 1
 
 
 def _files(episode: Episode) -> str:
     return ', '.join(str(f) for f in episode.files) or str(episode.path)
 
 
-def _check_rate(episode: Episode, topic: TopicMessages, times: np.ndarray,
-                config: DataConfig) -> None:
-    if len(times) < 2:
-        raise ValueError(f'{_files(episode)}: topic {topic.topic} has {len(times)} message(s); '
-                         f'a stream sampled at {config.control_rate_hz:g} Hz needs many')
+def _rate(times: np.ndarray) -> float:
     gaps = np.diff(times)
     gaps = gaps[gaps > 0]
-    rate = 1.0 / float(np.median(gaps)) if gaps.size else 0.0
-    need = config.control_rate_hz * config.min_rate_fraction
+    return 1.0 / float(np.median(gaps)) if gaps.size else 0.0
+
+
+def _check_rate(episode: Episode, topic: str, times: np.ndarray, need: float,
+                why: str) -> None:
+    rate = _rate(times) if len(times) >= 2 else 0.0
     if rate < need:
-        raise ValueError(f'{_files(episode)}: topic {topic.topic} runs at {rate:.3g} Hz, too '
-                         f'slow for the {config.control_rate_hz:g} Hz control rate (needs '
-                         f'≥ {need:.3g} Hz)')
+        raise ValueError(f'{_files(episode)}: topic {topic} runs at {rate:.3g} Hz '
+                         f'({len(times)} messages), too slow: {why} (needs ≥ {need:.3g} Hz)')
 
 
 def _camera_transform(config: DataConfig):
@@ -190,29 +208,56 @@ def episode_kind(episode: Episode, config: DataConfig) -> str:
     return 'demo' if policy is None or len(policy) == 0 else 'dagger'
 
 
-def dagger_weights(human: np.ndarray, kind: str, rate_hz: float,
+def dagger_weights(times: np.ndarray, human: np.ndarray, takeovers: np.ndarray, kind: str,
                    dagger: DaggerConfig) -> np.ndarray:
-    """Per-tick weights: demos get demo_weight; in correction episodes human ticks get
-    intervention_weight, the ticks within pre_intervention_window_s before each takeover
-    pre_intervention_weight, the remaining policy ticks robot_weight."""
-    n = human.shape[0]
+    """Per-sample weights: demos get demo_weight; in correction episodes samples where the
+    human drove get intervention_weight, policy samples within pre_intervention_window_s
+    before a takeover pre_intervention_weight, the other policy samples robot_weight."""
     if kind == 'demo':
-        return np.full(n, dagger.demo_weight, dtype=np.float32)
-    weights = np.where(human, dagger.intervention_weight, dagger.robot_weight).astype(np.float32)
-    window = int(round(dagger.pre_intervention_window_s * rate_hz))
-    if window > 0:
-        starts = np.flatnonzero(human & ~np.concatenate([[False], human[:-1]]))
-        for start in starts:
-            lo = max(0, start - window)
-            segment = slice(lo, start)
-            weights[segment] = np.where(human[segment], weights[segment],
-                                        dagger.pre_intervention_weight)
-    return weights
+        return np.full(times.shape[0], dagger.demo_weight, dtype=np.float32)
+    weights = np.where(human, dagger.intervention_weight, dagger.robot_weight)
+    window = dagger.pre_intervention_window_s
+    if window > 0 and takeovers.size:
+        ahead = takeovers[None, :] - times[:, None]  # time until each takeover
+        before = np.any((ahead > 0) & (ahead <= window), axis=1) & ~human
+        weights = np.where(before, dagger.pre_intervention_weight, weights)
+    return weights.astype(np.float32)
+
+
+class _Commands:
+    """A pose command stream (+ its gripper stream) as action vectors on the common clock."""
+
+    def __init__(self, episode: Episode, topic: str, gripper_topic: str, clock: _Clock,
+                 layout: ActionLayout, where: str) -> None:
+        messages = episode.topics[topic]
+        self.topic = topic
+        self.times = clock.times(messages)
+        self.poses = [_pose(m, where, topic) for m in messages.messages]
+        gripper = episode.topics.get(gripper_topic)
+        self.gripper_times = clock.times(gripper) if gripper is not None and len(gripper) \
+            else None
+        self.gripper = np.array([float(m.data) for m in gripper.messages]) \
+            if self.gripper_times is not None else None
+        self.layout = layout
+
+    def at(self, t: float, measured_gripper: float, max_age: float | None = None
+           ) -> np.ndarray | None:
+        """Action vector of the command held at time t (None before the first one, or when
+        the held one is older than max_age)."""
+        i = int(np.searchsorted(self.times, t + TIME_EPS, side='right')) - 1
+        if i < 0 or (max_age is not None and t - self.times[i] > max_age):
+            return None
+        gripper = measured_gripper
+        if self.gripper is not None:
+            j = int(np.searchsorted(self.gripper_times, t + TIME_EPS, side='right')) - 1
+            if j >= 0:
+                gripper = float(self.gripper[j])
+        return self.layout.from_target(self.poses[i], gripper)
 
 
 def convert_episode(path: str | Path, config: DataConfig,
                     dagger: DaggerConfig | None = None) -> EpisodeArrays:
-    """Read one episode folder and sample it at the control rate (see module docstring)."""
+    """Read one episode folder and turn it into samples (see module docstring)."""
     dagger = dagger or DaggerConfig()
     cam_topics = [config.camera_topic(c.name) for c in config.cameras]
     topics = set(cam_topics) | {
@@ -223,108 +268,160 @@ def convert_episode(path: str | Path, config: DataConfig,
     where = _files(episode)
     clock = _Clock(episode, config)
     kind = episode_kind(episode, config)
+    dt = 1.0 / config.control_rate_hz
+    need = config.control_rate_hz * config.min_rate_fraction
+    skew = config.max_skew_s
 
-    # Required streams, each sampled on the tick grid.
-    sampled: dict[str, tuple[TopicMessages, np.ndarray]] = {}
-    for topic in [*cam_topics, config.joint_states_topic, config.current_pose_topic]:
+    # Proprioception, interpolated to frame stamps as observation_node does.
+    joint_msgs = episode.require(config.joint_states_topic)
+    pose_msgs = episode.require(config.current_pose_topic)
+    joint_times, pose_times = clock.times(joint_msgs), clock.times(pose_msgs)
+    for topic, times in ((config.joint_states_topic, joint_times),
+                         (config.current_pose_topic, pose_times)):
+        _check_rate(episode, topic, times, need, 'observations interpolate it to each frame')
+    joints = StampedSeries(capacity=len(joint_msgs) + 1)
+    for t, msg in zip(joint_times, joint_msgs.messages):
+        fingers = _joint_values(msg, config.finger_joints, where)
+        opening = float(np.clip(np.mean(fingers) / config.finger_open_m, 0.0, 1.0))
+        joints.add(float(t), [*_joint_values(msg, config.arm_joints, where), opening])
+    poses = StampedSeries(capacity=len(pose_msgs) + 1, pose=True)
+    for t, msg in zip(pose_times, pose_msgs.messages):
+        poses.add(float(t), _pose(msg, where, config.current_pose_topic).as_vector())
+
+    # Cameras: the first is the reference stream (no camera: the joint states).
+    frames = {}
+    for camera, topic in zip(config.cameras, cam_topics):
         messages = episode.require(topic)
-        sampled[topic] = (messages, clock.times(messages))
+        times = clock.times(messages)
+        _check_rate(episode, topic, times, config.min_camera_rate_hz,
+                    'observations would be too stale')
+        frames[camera.name] = (topic, times, messages.messages)
+    reference_times = next(iter(frames.values()))[1] if frames else joint_times
+
+    # Who drove, and the command streams that label each part.
+    layout = ActionLayout(config.action_representation)
+    intervention = episode.topics.get(config.intervention_topic)
+    flags = np.array([bool(m.data) for m in intervention.messages]) \
+        if intervention is not None and len(intervention) else np.zeros(0, dtype=bool)
+    flag_times = clock.times(intervention) if flags.size else np.zeros(0)
+    takeovers = flag_times[flags & ~np.concatenate([[False], flags[:-1]])] \
+        if flags.size else np.zeros(0)
+
+    def human_at(t: np.ndarray) -> np.ndarray:
+        if kind == 'demo':
+            return np.ones(t.shape, dtype=bool)
+        if not flags.size:
+            return np.zeros(t.shape, dtype=bool)
+        index = _hold(flag_times, t)
+        return np.where(index >= 0, flags[np.maximum(index, 0)], False)
+
     human_topic = next((t for t in config.human_target_topics
                         if len(episode.topics.get(t, ())) > 0), None)
-    intervention = episode.topics.get(config.intervention_topic)
-    any_human = kind == 'demo' or (intervention is not None and any(
-        bool(m.data) for m in intervention.messages))
-    if any_human:
-        if human_topic is None:
-            raise ValueError(f'{where}: required topic {config.human_target_topics[0]} is '
-                             f'missing (the human\'s command is the label where the human '
-                             f'drives; also looked for {list(config.human_target_topics[1:])})')
-        messages = episode.topics[human_topic]
-        sampled[human_topic] = (messages, clock.times(messages))
-    if kind != 'demo':
-        messages = episode.require(config.executed_target_topic)
-        sampled[config.executed_target_topic] = (messages, clock.times(messages))
-    for topic, (messages, times) in sampled.items():
-        _check_rate(episode, messages, times, config)
-
-    # Tick grid: from when every stream has spoken to when the first one stops. In a
-    # correction episode the human's stream speaks only during interventions, so it does
-    # not bound the grid.
-    bounding = [times for topic, (_m, times) in sampled.items()
-                if kind == 'demo' or topic != human_topic]
-    start = max(float(times[0]) for times in bounding)
-    end = min(float(times[-1]) for times in bounding)
-    dt = 1.0 / config.control_rate_hz
-    if end - start < dt:
-        raise ValueError(f'{where}: the streams overlap for {max(0.0, end - start):.3f} s, '
-                         f'less than one {config.control_rate_hz:g} Hz control tick')
-    ticks = start + dt * np.arange(int(np.floor((end - start) / dt + 1e-9)) + 1)
-    n = ticks.shape[0]
+    executed = None
+    if kind != 'demo' or human_topic is None:
+        if len(episode.topics.get(config.executed_target_topic, ())) == 0:
+            missing = config.human_target_topics[0] if kind == 'demo' \
+                else config.executed_target_topic
+            raise ValueError(f'{where}: required topic {missing} is missing (labels come from '
+                             f'{", ".join(config.human_target_topics)} where the human drives '
+                             f'and {config.executed_target_topic} elsewhere)')
+        executed = _Commands(episode, config.executed_target_topic,
+                             config.executed_gripper_topic, clock, layout, where)
+        if kind == 'demo':
+            LOG.warning('%s: no %s in this demo: labelling it with the executed %s', where,
+                        '/'.join(config.human_target_topics), config.executed_target_topic)
+    human = None
+    if human_topic is not None and (kind == 'demo' or flags.any()):
+        human = _Commands(episode, human_topic, config.human_gripper_topic, clock, layout,
+                          where)
+    elif kind != 'demo' and flags.any():
+        raise ValueError(f'{where}: required topic {config.human_target_topics[0]} is missing '
+                         f'(the human took over, and the human\'s command is the label there)')
+    for commands in (human, executed):
+        if commands is not None:
+            _check_rate(episode, commands.topic, commands.times, need,
+                        'labels are sampled at the control rate')
+    streams = [c for c in (human, executed) if c is not None]
+    first_command = min(float(c.times[0]) for c in streams)
+    last_command = max(float(c.times[-1]) for c in streams)
 
     # Observations.
-    images = {}
-    for camera, topic in zip(config.cameras, cam_topics):
-        messages, times = sampled[topic]
-        index = _hold(times, ticks)
-        images[camera.name] = np.stack([messages.messages[i].image for i in index])
-    js_msgs, js_times = sampled[config.joint_states_topic]
-    pose_msgs, pose_times = sampled[config.current_pose_topic]
-    js_index = _hold(js_times, ticks)
-    pose_index = _hold(pose_times, ticks)
-    measured_gripper = np.zeros(n)
-    state = np.zeros((n, config.state_dim), dtype=np.float32)
-    for i in range(n):
-        js = js_msgs.messages[js_index[i]]
-        fingers = _joint_values(js, config.finger_joints, where)
-        measured_gripper[i] = float(np.clip(np.mean(fingers) / config.finger_open_m, 0.0, 1.0))
-        joints = _joint_values(js, config.arm_joints, where)
-        pose = _pose(pose_msgs.messages[pose_index[i]], where, config.current_pose_topic)
-        state[i] = build_state_vector(config.state_keys, pose, measured_gripper[i], joints)
-
-    # Who drove each tick.
-    if kind == 'demo':
-        human = np.ones(n, dtype=bool)
-    elif intervention is None or len(intervention) == 0:
-        human = np.zeros(n, dtype=bool)
-    else:
-        flags = np.array([bool(m.data) for m in intervention.messages])
-        index = _hold(clock.times(intervention), ticks)
-        human = np.where(index >= 0, flags[np.maximum(index, 0)], False)
-
-    # Labels.
-    layout = ActionLayout(config.action_representation)
-    actions = np.zeros((n, config.action_dim), dtype=np.float64)
-    sources = []
-    if human.any():
-        sources.append((human, human_topic, config.human_gripper_topic))
-    if (~human).any():
-        sources.append((~human, config.executed_target_topic, config.executed_gripper_topic))
-    stale_s = max(3.0 * dt, 0.2)
-    for mask, pose_topic, gripper_topic in sources:
-        messages, times = sampled[pose_topic]
-        index = _hold(times, ticks)
-        if kind != 'demo' and pose_topic == human_topic:
-            # A takeover starts when the flag flips; until the human's first command of
-            # that segment arrives, what was executed is the label.
-            fresh = (index >= 0) & (ticks - times[np.maximum(index, 0)] <= stale_s)
-            fallback = mask & ~fresh
-            mask = mask & fresh
-            if fallback.any():
-                sources.append((fallback, config.executed_target_topic,
-                                config.executed_gripper_topic))
-        gripper = _held_gripper(episode.topics.get(gripper_topic), clock, ticks,
-                                measured_gripper)
-        for i in np.flatnonzero(mask):
-            pose = _pose(messages.messages[max(index[i], 0)], where, pose_topic)
-            actions[i] = layout.from_target(pose, gripper[i])
-
+    dropped: Counter[str] = Counter()
+    stamps, images, states, chunks, valids = [], {c: [] for c in frames}, [], [], []
+    offsets = dt * np.arange(config.chunk_length)
+    for index, ts in enumerate(reference_times):
+        ts = float(ts)
+        if ts < first_command or ts > last_command:
+            dropped['outside_commands'] += 1
+            continue
+        picked = {}
+        for name, (topic, times, messages) in frames.items():
+            k = int(np.argmin(np.abs(times - ts)))
+            if abs(times[k] - ts) > skew:
+                break
+            picked[name] = messages[k].image
+        if len(picked) != len(frames):
+            dropped[f'skew {frames[name][0]}'] += 1
+            continue
+        joint_value = joints.sample(ts, skew)
+        pose_value = poses.sample(ts, skew)
+        if joint_value is None or pose_value is None:
+            dropped[f'skew {config.joint_states_topic if joint_value is None else config.current_pose_topic}'] += 1
+            continue
+        joint_vector, pose_vector = joint_value[0], pose_value[0]
+        pose = Pose(pose_vector[:3], pose_vector[3:7] / np.linalg.norm(pose_vector[3:7]))
+        state = build_state_vector(config.state_keys, pose, joint_vector[-1], joint_vector[:-1])
+        label_times = ts + offsets
+        driver = human_at(label_times)
+        chunk = np.zeros((config.chunk_length, config.action_dim))
+        valid = label_times <= last_command + 1e-9
+        for i, t in enumerate(label_times):
+            if not valid[i]:
+                chunk[i] = chunk[i - 1]
+                continue
+            measured = _measured_gripper(joints, t, skew, joint_vector[-1])
+            action = None
+            if driver[i] and human is not None:
+                # At a takeover the flag flips before the human's first command arrives:
+                # until it does, what was executed is the label.
+                action = human.at(t, measured, None if kind == 'demo' else max(3 * dt, 0.2))
+            if action is None:
+                source = executed if executed is not None else human
+                action = source.at(t, measured)
+            chunk[i] = action if action is not None else chunk[i - 1]
+        stamps.append(ts)
+        for name in frames:
+            images[name].append(picked[name])
+        states.append(state)
+        chunks.append(chunk)
+        valids.append(valid)
+    n = len(stamps)
+    for reason, count in dropped.items():
+        if reason.startswith('skew') and count > 0.5 * len(reference_times):
+            raise ValueError(f'{where}: topic {reason.split(" ", 1)[1]} is out of sync with '
+                             f'{count} of {len(reference_times)} frames (no sample within '
+                             f'max_skew_s = {skew:g} s of the frame stamp)')
+    if n == 0:
+        raise ValueError(f'{where}: no usable observation ({dict(dropped) or "no frames"})')
+    stamps_arr = np.asarray(stamps)
+    history = np.array([history_indices(stamps[:i + 1], config.history, dt)
+                        for i in range(n)], dtype=np.int64).reshape(n, config.history)
+    human_obs = human_at(stamps_arr)
     arrays = EpisodeArrays(
-        source=str(episode.path), times=ticks - ticks[0], images=images, state=state,
-        actions=actions.astype(np.float32), human=human,
-        weights=dagger_weights(human, kind, config.control_rate_hz, dagger), kind=kind,
-        metadata=dict(episode.metadata))
+        source=str(episode.path), times=stamps_arr - stamps_arr[0],
+        images={c: np.stack(v) for c, v in images.items()},
+        state=np.asarray(states, dtype=np.float32).reshape(n, config.state_dim),
+        history=history, actions=np.asarray(chunks, dtype=np.float32),
+        valid=np.asarray(valids, dtype=bool), human=human_obs,
+        weights=dagger_weights(stamps_arr, human_obs, takeovers, kind, dagger), kind=kind,
+        metadata=dict(episode.metadata), dropped=dict(dropped))
     arrays.check()
     return arrays
+
+
+def _measured_gripper(joints: StampedSeries, t: float, skew: float, default: float) -> float:
+    sampled = joints.sample(t, max(skew, 1.0))
+    return float(sampled[0][-1]) if sampled is not None else default
 
 
 def _pose(msg: Any, where: str, topic: str) -> Pose:
@@ -335,25 +432,27 @@ def _pose(msg: Any, where: str, topic: str) -> Pose:
         raise ValueError(f'{where}: topic {topic}: {exc}') from None
 
 
-def _held_gripper(messages: TopicMessages | None, clock: _Clock, ticks: np.ndarray,
-                  measured: np.ndarray) -> np.ndarray:
-    """Gripper command per tick: the latest command; before the first one (or when the
-    topic never published) the measured opening."""
-    if messages is None or len(messages) == 0:
-        return measured.copy()
-    values = np.array([float(m.data) for m in messages.messages])
-    index = _hold(clock.times(messages), ticks)
-    return np.where(index >= 0, values[np.maximum(index, 0)], measured)
-
-
 def convert_episodes(paths: Sequence[str | Path], config: DataConfig,
                      dagger: DaggerConfig | None = None) -> list[EpisodeArrays]:
+    """Convert every episode; discarded ones (episode.json status) and, with
+    skip_failed_demos, demos marked unsuccessful are left out (logged)."""
     episodes = []
     for path in paths:
+        meta = read_episode_metadata(path) if Path(path).is_dir() else {}
+        if meta.get('status') == 'discarded':
+            LOG.info('%s: skipped (discarded)', path)
+            continue
+        demo = str(meta.get('kind', meta.get('mode', 'demo'))).lower() in DEMO_KINDS
+        if config.skip_failed_demos and demo and meta.get('success') is False:
+            LOG.info('%s: skipped (demo marked unsuccessful)', path)
+            continue
         arrays = convert_episode(path, config, dagger)
-        LOG.info('%s: %d ticks (%s, %.1f s, human %.0f%%)', path, len(arrays), arrays.kind,
-                 arrays.times[-1], 100.0 * arrays.human.mean())
+        LOG.info('%s: %d samples (%s, %.1f s, human %.0f%%%s)', path, len(arrays),
+                 arrays.kind, arrays.times[-1], 100.0 * arrays.human.mean(),
+                 f', dropped {arrays.dropped}' if arrays.dropped else '')
         episodes.append(arrays)
+    if not episodes:
+        raise ValueError('no usable episode among ' + ', '.join(str(p) for p in paths))
     return episodes
 
 

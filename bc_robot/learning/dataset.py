@@ -52,8 +52,10 @@ def vector_stats(rows: np.ndarray, name: str) -> NormStats:
 
 
 def compute_stats(episodes: Sequence[EpisodeArrays]) -> dict[str, NormStats]:
-    """'state' and 'action' statistics over every tick of the given (training) episodes."""
-    stats = {'action': vector_stats(np.concatenate([e.actions for e in episodes]), 'action')}
+    """'state' and 'action' statistics over the (training) episodes: every observation's
+    state, every valid label of every chunk."""
+    actions = np.concatenate([e.actions[e.valid] for e in episodes])
+    stats = {'action': vector_stats(actions, 'action')}
     if episodes and episodes[0].state.shape[1] > 0:
         stats['state'] = vector_stats(np.concatenate([e.state for e in episodes]), 'state')
     return stats
@@ -77,15 +79,12 @@ class Batch:
 
 
 class ChunkDataset:
-    """All samples of a set of episodes. Sample i = tick i of some episode: observation
-    history ticks i-T+1..i (clamped to the first tick) and label chunk i..i+H-1 (past the
-    end: the last action repeated, valid=False)."""
+    """All samples of a set of episodes: sample i = one observation with its history
+    (indices precomputed by the converter) and its label chunk + padding mask."""
 
-    def __init__(self, episodes: Sequence[EpisodeArrays], history: int, chunk_length: int,
-                 cameras: Sequence[str]) -> None:
+    def __init__(self, episodes: Sequence[EpisodeArrays], cameras: Sequence[str]) -> None:
         if not episodes:
             raise ValueError('no episodes to build a dataset from')
-        self.history, self.chunk_length = history, chunk_length
         self.cameras = list(cameras)
         for e in episodes:
             missing = [c for c in self.cameras if c not in e.images]
@@ -94,21 +93,13 @@ class ChunkDataset:
         self.images = {c: np.concatenate([e.images[c] for e in episodes]) for c in self.cameras}
         self.state = np.concatenate([e.state for e in episodes]).astype(np.float32)
         self.actions = np.concatenate([e.actions for e in episodes]).astype(np.float32)
+        self.valid = np.concatenate([e.valid for e in episodes])
         self.weights = np.concatenate([e.weights for e in episodes]).astype(np.float32)
         self.human = np.concatenate([e.human for e in episodes])
-        obs, chunk, valid = [], [], []
-        offset = 0
-        for e in episodes:
-            n = len(e)
-            ticks = np.arange(n)
-            obs.append(offset + np.clip(ticks[:, None] + np.arange(-history + 1, 1)[None], 0, n - 1))
-            raw = ticks[:, None] + np.arange(chunk_length)[None]
-            valid.append(raw < n)
-            chunk.append(offset + np.minimum(raw, n - 1))
-            offset += n
-        self.obs_index = np.concatenate(obs)
-        self.chunk_index = np.concatenate(chunk)
-        self.valid = np.concatenate(valid)
+        offsets = np.cumsum([0] + [len(e) for e in episodes[:-1]])
+        self.obs_index = np.concatenate([o + e.history for o, e in zip(offsets, episodes)])
+        self.history = self.obs_index.shape[1]
+        self.chunk_length = self.actions.shape[1]
         self.episode_count = len(episodes)
 
     def __len__(self) -> int:
@@ -120,7 +111,7 @@ class ChunkDataset:
         return Batch(
             images={c: torch.from_numpy(self.images[c][obs]) for c in self.cameras},
             state=torch.from_numpy(self.state[obs]),
-            actions=torch.from_numpy(self.actions[self.chunk_index[indices]]),
+            actions=torch.from_numpy(self.actions[indices]),
             valid=torch.from_numpy(self.valid[indices]),
             weight=torch.from_numpy(self.weights[indices]))
 

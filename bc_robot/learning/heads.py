@@ -44,11 +44,7 @@ class Head(nn.Module):
     def __init__(self, d: int, horizon: int, action_dim: int, options: dict[str, Any]) -> None:
         super().__init__()
         self.d, self.horizon, self.action_dim = d, horizon, action_dim
-        known = set(self.default_options()) | set(self.default_sampler)
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ValueError(f'{type(self).__name__}: unknown head option(s) {unknown}; '
-                             f'known: {sorted(known)}')
+        self.check_options(options)
         merged = {**self.default_options(), **{k: v for k, v in options.items()
                                                if k in self.default_options()}}
         self.options = merged
@@ -58,6 +54,14 @@ class Head(nn.Module):
     @classmethod
     def default_options(cls) -> dict[str, Any]:
         return {}
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        known = set(cls.default_options()) | set(cls.default_sampler)
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(f'{cls.__name__}: unknown model.head_options {unknown}; known: '
+                             f'{sorted(known)}')
 
     def set_sampler(self, **settings: Any) -> None:
         unknown = sorted(set(settings) - set(self.default_sampler))
@@ -269,7 +273,7 @@ class ACTHead(Head):
     @classmethod
     def default_options(cls):
         return {'latent': 16, 'layers': 2, 'encoder_layers': 2, 'heads': 4,
-                'kl_weight': 0.1}
+                'kl_weight': 0.01}
 
     def __init__(self, d, horizon, action_dim, options):
         super().__init__(d, horizon, action_dim, options)
@@ -430,6 +434,9 @@ class DiffusionHead(Head):
 
     def __init__(self, d, horizon, action_dim, options):
         super().__init__(d, horizon, action_dim, options)
+        if self.options['prediction'] not in ('sample', 'epsilon'):
+            raise ValueError(f"diffusion prediction {self.options['prediction']!r} must be "
+                             f"'sample' or 'epsilon'")
         self.net = Denoiser(d, horizon, action_dim, int(self.options['layers']),
                             int(self.options['heads']))
         n = int(self.options['train_steps'])

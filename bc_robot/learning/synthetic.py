@@ -78,6 +78,7 @@ class SyntheticEpisode:
     label_offset: float = 0.0          # extra offset (m, y) of the human's clean label
     metadata: dict = field(default_factory=dict)
     write_metadata_yaml: bool = True
+    writer: str = 'rosbags'  # 'rosbags' (rosbags' MCAP writer) or 'recorder' (BagWriter)
 
 
 def tcp_path(goal: Sequence[float], t: np.ndarray, duration: float) -> np.ndarray:
@@ -201,16 +202,25 @@ def write_episode(path: str | Path, settings: SyntheticEpisode | None = None) ->
     events.sort(key=lambda e: (e[0], e[1]))
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
-        connections = {}
-        for t, topic, msg in events:
-            if topic not in connections:
-                connections[topic] = writer.add_connection(topic, MSGTYPES[topic],
-                                                           typestore=store)
-            log_time = s.log_start_ns + int(round(t / s.real_time_factor * 1e9))
-            writer.write(connections[topic], log_time,
-                         store.serialize_cdr(msg, MSGTYPES[topic]))
-    meta = {'task': 'synthetic', 'kind': 'dagger' if policy_episode else 'demo',
+    records = [(topic, s.log_start_ns + int(round(t / s.real_time_factor * 1e9)),
+                store.serialize_cdr(msg, MSGTYPES[topic])) for t, topic, msg in events]
+    if s.writer == 'recorder':
+        # The recorder's own storage layer (checkpointed MCAP + metadata.yaml).
+        from bc_robot.recording.writer import BagWriter
+        bag = BagWriter(path)
+        bag.open()
+        for topic, log_time, data in records:
+            bag.write(topic, MSGTYPES[topic], data, log_time)
+        bag.close()
+    else:
+        with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+            connections = {}
+            for topic, log_time, data in records:
+                if topic not in connections:
+                    connections[topic] = writer.add_connection(topic, MSGTYPES[topic],
+                                                               typestore=store)
+                writer.write(connections[topic], log_time, data)
+    meta = {'task': 'synthetic', 'mode': 'dagger' if policy_episode else 'demo',
             'goal': list(s.goal), **s.metadata}
     (path / 'episode.json').write_text(json.dumps(meta, indent=2))
     if not s.write_metadata_yaml:
@@ -218,31 +228,32 @@ def write_episode(path: str | Path, settings: SyntheticEpisode | None = None) ->
     return path
 
 
-def bimodal_episodes(n_episodes: int = 64, ticks: int = 24, chunk_length: int = 8,
-                     separation: float = 0.1, seed: int = 0,
-                     action_dim: int = 10) -> tuple[list[EpisodeArrays], np.ndarray]:
-    """Episodes whose observation is always the same and whose action goes left or right
-    (y = ±separation, half the episodes each). Returns (episodes, modes) where modes[k] is
-    the [chunk_length, action_dim] chunk of mode k seen from the observation."""
+def bimodal_episodes(n_episodes: int = 32, samples: int = 16, chunk_length: int = 4,
+                     separation: float = 0.1, seed: int = 0, history: int = 1
+                     ) -> tuple[list[EpisodeArrays], np.ndarray]:
+    """Episodes whose observation (state at home, no camera) is always the same and whose
+    label chunk goes left or right (y = ∓separation, alternate episodes), with 2 mm of
+    position noise. Returns (episodes, modes): modes[k] is the [chunk_length, 10] chunk of
+    mode k."""
     rng = np.random.default_rng(seed)
     rot = quat_to_rot6d(DOWN)
-    modes = []
-    for sign in (-1.0, 1.0):
-        a = np.zeros((ticks + chunk_length, action_dim), dtype=np.float32)
-        a[:, 0] = HOME[0]
-        a[:, 1] = sign * separation
-        a[:, 2] = HOME[2]
-        a[:, 3:9] = rot
-        a[:, 9] = 1.0
-        modes.append(a)
+    modes = np.zeros((2, chunk_length, 10), dtype=np.float32)
+    for k, sign in enumerate((-1.0, 1.0)):
+        modes[k, :, 0] = HOME[0]
+        modes[k, :, 1] = sign * separation * np.linspace(0.5, 1.0, chunk_length)
+        modes[k, :, 2] = HOME[2]
+        modes[k, :, 3:9] = rot
+        modes[k, :, 9] = 1.0
+    state = np.r_[HOME, rot, 1.0].astype(np.float32)
     episodes = []
-    for k in range(n_episodes):
-        mode = k % 2
-        actions = modes[mode][:ticks] + rng.normal(0, 0.002, (ticks, action_dim)).astype(
-            np.float32) * np.r_[np.ones(3), np.zeros(action_dim - 3)].astype(np.float32)
-        state = np.tile(np.r_[HOME, rot, 1.0].astype(np.float32), (ticks, 1))
+    for e in range(n_episodes):
+        actions = np.repeat(modes[e % 2][None], samples, axis=0)
+        actions[:, :, :3] += rng.normal(0, 0.002, (samples, chunk_length, 3)).astype(np.float32)
+        index = np.arange(samples)
         episodes.append(EpisodeArrays(
-            source=f'bimodal-{k}', times=np.arange(ticks) * 0.05, images={},
-            state=state, actions=actions, human=np.ones(ticks, dtype=bool),
-            weights=np.ones(ticks, dtype=np.float32), kind='demo'))
-    return episodes, np.stack([m[:chunk_length] for m in modes])
+            source=f'bimodal-{e}', times=index * 0.05, images={},
+            state=np.tile(state, (samples, 1)),
+            history=np.clip(index[:, None] + np.arange(1 - history, 1)[None], 0, None),
+            actions=actions, valid=np.ones((samples, chunk_length), dtype=bool),
+            human=np.ones(samples, dtype=bool), weights=np.ones(samples, dtype=np.float32)))
+    return episodes, modes

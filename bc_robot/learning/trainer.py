@@ -237,17 +237,17 @@ def train(config: TrainConfig, episodes: list[EpisodeArrays], run_dir: str | Pat
         if dev.type == 'cuda':
             torch.cuda.set_device(dev)
 
+    want = (config.data.state_dim, config.data.history, config.data.chunk_length,
+            config.data.action_dim)
     for e in episodes:
-        if e.state.shape[1] != config.data.state_dim or \
-                e.actions.shape[1] != config.data.action_dim:
-            raise ValueError(f'{e.source}: state/action width {e.state.shape[1]}/'
-                             f'{e.actions.shape[1]} does not match the config '
-                             f'({config.data.state_dim}/{config.data.action_dim})')
+        got = (e.state.shape[1], e.history.shape[1], e.actions.shape[1], e.actions.shape[2])
+        if got != want:
+            raise ValueError(f'{e.source}: (state dim, history, chunk length, action dim) '
+                             f'{got} does not match the config {want}')
     train_eps, val_eps = split_episodes(episodes, opt.val_fraction, config.seed)
     cams = [c.name for c in config.data.cameras]
-    train_set = ChunkDataset(train_eps, config.data.history, config.data.chunk_length, cams)
-    val_set = ChunkDataset(val_eps, config.data.history, config.data.chunk_length, cams) \
-        if val_eps else None
+    train_set = ChunkDataset(train_eps, cams)
+    val_set = ChunkDataset(val_eps, cams) if val_eps else None
     stats = compute_stats(train_eps)
 
     resume_data = load_checkpoint(ckpt_dir / 'last.pt') if resume else None

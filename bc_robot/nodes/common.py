@@ -20,6 +20,7 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.signals import SignalHandlerOptions
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
 from sensor_msgs.msg import CompressedImage, Image
@@ -186,12 +187,22 @@ class DiagnosticsPublisher:
         self._publisher.publish(msg)
 
 
+def _raise_stop(signum, _frame) -> None:
+    raise KeyboardInterrupt(f'signal {signum}')
+
+
 def run(node_factory: Callable[[], Node], args: list[str] | None = None,
         num_threads: int | None = None) -> int:
     """Init rclpy, build the node, spin it until SIGINT/SIGTERM, then shut down in the order
     rclpy needs (executor stopped before rclpy.shutdown). Returns the process exit code:
     0 on a requested stop, 2 when the node refused to start (bad parameter or input)."""
-    rclpy.init(args=args if args is not None else sys.argv)
+    # Our own SIGINT/SIGTERM handling: rclpy's handler invalidates the context first, so
+    # timers still firing during shutdown would publish on a dead context. Raising in the
+    # main thread instead lets close() run while the context is still valid.
+    rclpy.init(args=args if args is not None else sys.argv,
+               signal_handler_options=SignalHandlerOptions.NO)
+    signal.signal(signal.SIGINT, _raise_stop)
+    signal.signal(signal.SIGTERM, _raise_stop)
     logger = logging.getLogger('bc_robot')
     node = None
     executor = MultiThreadedExecutor(num_threads=num_threads)

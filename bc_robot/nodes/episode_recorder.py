@@ -25,7 +25,8 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from bc_robot.recording.episode import EpisodeMetadata, write_episode_json
-from bc_robot.recording.writer import EpisodeWriter, WriterConfig, make_qos
+from bc_robot.recording.writer import (EpisodeWriter, WriterConfig, make_qos,
+                                       name_native_thread)
 
 def message_class(type_name: str) -> type:
     """'sensor_msgs/msg/Image' → the rclpy message class."""
@@ -57,6 +58,7 @@ class TopicTap:
         self._thread.start()
 
     def _spin(self) -> None:
+        name_native_thread('recorder-spin')
         try:
             self._executor.spin()
         except ExternalShutdownException:
@@ -157,6 +159,8 @@ class EpisodeRecorder:
         self.writers: dict[str, EpisodeWriter] = {}
         self.on_error: Callable[[str, str], None] | None = None
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix='episode-io')
+        self._lost_at_start: dict[str, dict[str, int]] = {}
+        self._lost_at_end: dict[str, dict[str, int]] = {}
         self._sequence = 0
 
     def next_name(self, task: str, stamp: str) -> str:
@@ -178,6 +182,7 @@ class EpisodeRecorder:
             on_checkpoint=lambda w: self._write_json(w, name),
             on_error=lambda w, message: self.on_error and self.on_error(name, message))
         self.writers[name] = writer
+        self._lost_at_start[name] = dict(self.tap.lost)
         writer.start()
         self.tap.attach(writer)
         return writer
@@ -188,6 +193,8 @@ class EpisodeRecorder:
         if writer is None:
             return
         writer.request_stop(grace)
+        if self.tap is not None:
+            self._lost_at_end[name] = dict(self.tap.lost)
         self._io.submit(self._finalize, name)
 
     def _finalize(self, name: str) -> None:
@@ -230,8 +237,11 @@ class EpisodeRecorder:
             return
         metadata = self._metadata(name)
         metadata.recording = writer.report()
-        if self.tap is not None:
-            metadata.recording['lost_in_transport'] = dict(self.tap.lost)
+        if self.tap is not None:   # DDS 'message lost' events during this episode
+            before = self._lost_at_start.get(name, {})
+            after = self._lost_at_end.get(name) or dict(self.tap.lost)
+            lost = {t: n - before.get(t, 0) for t, n in after.items()}
+            metadata.recording['lost_in_transport'] = {t: n for t, n in lost.items() if n}
         try:
             write_episode_json(writer.path, metadata)
         except OSError as exc:

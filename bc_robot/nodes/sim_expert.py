@@ -37,6 +37,12 @@ from bc_robot.sim.settings import (SIM_EXPERT_SCHEMA, correction_from_params, ex
 
 SIDES = {'random': None, 'left': 1, 'right': -1}
 RESET_TIMEOUT = 10.0  # wall seconds to wait for /sim/reset before asking again
+# teleop: after pressing stop, wait until the teleop node says it stopped recording (and its
+# stop grace passed) before resetting, so the reset is never recorded in, or labels, the
+# episode that just ended; give up waiting after STOP_WAIT_MAX (no teleop node listening).
+EPISODE_STATE_TOPIC = '/bc/episode/state'
+STOP_GRACE = 0.5
+STOP_WAIT_MAX = 5.0
 
 
 class SimExpertNode(Node):
@@ -58,6 +64,8 @@ class SimExpertNode(Node):
         self._last_gripper_press = -1e9
         self._watched_episode = None
         self._poses_received = 0
+        self._recording: bool | None = None   # teleop node's episode state, when heard
+        self._stop_released: float | None = None
 
         sensors = MutuallyExclusiveCallbackGroup()
         self.create_subscription(PoseStamped, p['current_pose_topic'], self._on_pose, SENSOR_QOS,
@@ -66,6 +74,9 @@ class SimExpertNode(Node):
                                  SENSOR_QOS, callback_group=sensors)
         self.create_subscription(String, p['task_state_topic'], self._on_task, LATCHED_QOS,
                                  callback_group=sensors)
+        if self.mode == 'teleop':
+            self.create_subscription(String, EPISODE_STATE_TOPIC, self._on_episode_state,
+                                     LATCHED_QOS, callback_group=sensors)
         if self.mode == 'direct':
             self.pub_target = self.create_publisher(PoseStamped, p['target_pose_topic'],
                                                     COMMAND_QOS)
@@ -102,6 +113,12 @@ class SimExpertNode(Node):
 
     def _on_task(self, msg: String) -> None:
         self.task = json.loads(msg.data)
+
+    def _on_episode_state(self, msg: String) -> None:
+        try:
+            self._recording = bool(json.loads(msg.data).get('recording'))
+        except (ValueError, AttributeError):
+            pass
 
     def _on_joints(self, msg: JointState) -> None:
         fingers = [msg.position[msg.name.index(n)] for n in FINGER_JOINTS if n in msg.name]
@@ -149,7 +166,8 @@ class SimExpertNode(Node):
                 self._finish_episode()
         elif self.flow == 'stopping':
             self._publish(None, Command(gripper=self.gripper))
-            if not self.buttons.pressing(JoyButtons.EPISODE):
+            if not self.buttons.pressing(JoyButtons.EPISODE) and self._stopped_recording():
+                self._stop_released = None
                 self.flow = 'wait' if self._more_episodes() else 'finished'
                 if self.flow == 'finished':
                     self._finished()
@@ -164,6 +182,16 @@ class SimExpertNode(Node):
             f'({self.results[-1].side}); {summary["successes"]}/{summary["episodes"]} so far')
         self._write_summary(summary)
         self.flow = 'stopping'
+
+    def _stopped_recording(self) -> bool:
+        """teleop: the recorder has stopped (+ its grace), or nobody records."""
+        if self.mode != 'teleop':
+            return True
+        now = time.monotonic()
+        if self._stop_released is None:
+            self._stop_released = now
+        waited = now - self._stop_released
+        return (self._recording is not True and waited >= STOP_GRACE) or waited > STOP_WAIT_MAX
 
     def _more_episodes(self) -> bool:
         return self.params['episodes'] == 0 or len(self.results) < self.params['episodes']
