@@ -78,6 +78,7 @@ class Streams:
         self.node = node
         self.sent: dict[str, list[float]] = {}     # publish times (unix s) per topic
         self.late: dict[str, int] = {}
+        self.failed: dict[str, int] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -101,7 +102,7 @@ class Streams:
         rates = dict(TEMPLATE_TOPICS, **{t: camera_rate for t in CAMERAS})
         for topic, (msg_type, make) in makers.items():
             publisher = node.create_publisher(msg_type, topic, reliable)
-            self.sent[topic], self.late[topic] = [], 0
+            self.sent[topic], self.late[topic], self.failed[topic] = [], 0, 0
             self._threads.append(threading.Thread(
                 target=self._loop, args=(topic, publisher, make, rates[topic]),
                 name=f'pub{topic.replace("/", "_")}'))
@@ -115,8 +116,11 @@ class Streams:
         deadline = time.monotonic()
         clock = self.node.get_clock()
         while not self._stop.is_set():
-            publisher.publish(make(clock.now().to_msg()))
-            self.sent[topic].append(time.time())
+            try:
+                publisher.publish(make(clock.now().to_msg()))
+                self.sent[topic].append(time.time())
+            except Exception:  # noqa: BLE001 - DDS refused (starved machine): count, go on
+                self.failed[topic] += 1
             deadline += period
             delay = deadline - time.monotonic()
             if delay > 0:
@@ -220,7 +224,8 @@ def run(args) -> dict:
                          'written': counts.get(t, {}).get('written'),
                          'dropped': counts.get(t, {}).get('dropped'),
                          'lost_in_transport': lost.get(t, 0), 'in_bag': in_bag.get(t, 0),
-                         'publisher_late': streams.late.get(t, 0)} for t in topics}
+                         'publisher_late': streams.late.get(t, 0),
+                         'publish_failed': streams.failed.get(t, 0)} for t in topics}
         bag_bytes = (folder / f'{name}.mcap').stat().st_size
         result.update({
             'episode': name, 'stop': stopped.message, 'wall_s': wall,

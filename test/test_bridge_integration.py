@@ -285,8 +285,10 @@ def test_authority_switch_mid_motion_never_steps_beyond_limit(probe, launch_node
         time.sleep(0.8)
     human = np.array([0.53, -0.04, 0.25])
     # Under teleop the output converges on the human's target (this process may lag).
-    assert wait_for(lambda: np.allclose(obs.snapshot_targets()[-1][1], human, atol=1e-6), 10), \
-        (obs.snapshot_targets()[-1], obs.modes[-3:])
+    def at_human():
+        return np.allclose(obs.snapshot_targets()[-1][1], human, rtol=0, atol=1e-6)
+
+    assert wait_for(at_human, 10), (obs.snapshot_targets()[-1], obs.modes[-3:])
     targets = obs.snapshot_targets()[start:]
     worst = check_limits(targets)
     assert worst['step'] == pytest.approx(STEP, rel=1e-3)  # the switch was rate-limited

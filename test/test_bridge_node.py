@@ -120,7 +120,8 @@ def test_idle_holds_measured_pose_then_tracks_policy(harness):
     assert msg.header.frame_id == 'base' and msg.header.stamp.sec > 0
     goal = HOME + [0.02, 0.0, 0.0]
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not np.allclose(h.positions()[-1], goal, atol=1e-6):
+    while time.monotonic() < deadline and \
+            not np.allclose(h.positions()[-1], goal, rtol=0, atol=1e-6):
         h.publish_target(goal)
         time.sleep(0.05)
     np.testing.assert_allclose(h.positions()[-1], goal, atol=1e-6)

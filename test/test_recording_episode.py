@@ -70,3 +70,34 @@ def test_model_info_hashes_the_onnx_file(tmp_path):
     assert info['sha256'] == sha256_file(model_dir / 'policy.onnx') == info['spec_sha256']
     with pytest.raises(ValueError, match='policy spec not found'):
         model_info(tmp_path / 'nowhere')
+
+
+def test_recover_interrupted_repairs_and_marks_only_dead_recordings(tmp_path):
+    import os
+    import time as _time
+
+    from rosbags.typesys import Stores, get_typestore
+
+    from bc_robot.recording.episode import recover_interrupted
+    from bc_robot.recording.writer import BagWriter, mcap_is_complete
+    ts = get_typestore(Stores.ROS2_KILTED)
+    data = bytes(ts.serialize_cdr(ts.types['std_msgs/msg/String'](data='x'), 'std_msgs/msg/String'))
+    for name, status in (('killed', 'recording'), ('live', 'recording'), ('done', 'saved')):
+        bag = BagWriter(tmp_path / name)
+        bag.open()
+        for i in range(10):
+            bag.write('/t', 'std_msgs/msg/String', data, i + 1)
+        bag.checkpoint()
+        bag.abort()
+        write_episode_json(tmp_path / name, EpisodeMetadata(name, status=status))
+    killed = tmp_path / 'killed' / 'killed.mcap'
+    killed.write_bytes(killed.read_bytes()[:-30])            # torn footer
+    old = _time.time() - 120
+    for name in ('killed', 'done'):
+        os.utime(tmp_path / name / f'{name}.mcap', (old, old))
+    recovered = recover_interrupted(tmp_path)
+    assert [name for name, _ in recovered] == ['killed']
+    assert recovered[0][1]['repaired'] and mcap_is_complete(killed)
+    assert read_episode_json(tmp_path / 'killed')['status'] == 'interrupted'
+    assert read_episode_json(tmp_path / 'live')['status'] == 'recording'   # still being written
+    assert read_episode_json(tmp_path / 'done')['status'] == 'saved'

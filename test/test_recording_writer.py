@@ -239,3 +239,40 @@ def test_read_only_directory_gives_a_clear_error(tiny_fs):
     error = writer.wait_open(5)
     assert error and 'Read-only file system' in error and 'cannot start recording' in error
     writer.join(5)
+
+
+@pytest.mark.parametrize('cut', ['in_summary', 'mid_chunk', 'tail_overwritten'])
+def test_repair_salvages_every_complete_chunk_of_a_torn_bag(tmp_path, cut):
+    """A kill during the checkpoint write leaves no footer; repair_bag makes it readable."""
+    from bc_robot.recording.writer import mcap_is_complete, repair_bag
+    bag = BagWriter(tmp_path / 'ep')
+    bag.open()
+    for i in range(50):
+        bag.write('/chatter', 'std_msgs/msg/String', string_msg(f'a{i}'), i + 1)
+    bag.checkpoint()
+    path = tmp_path / 'ep' / 'ep.mcap'
+    good_end = path.stat().st_size
+    for i in range(50, 100):
+        bag.write('/chatter', 'std_msgs/msg/String', string_msg(f'b{i}'), i + 1)
+    bag.checkpoint()
+    bag.abort()
+    data = path.read_bytes()
+    if cut == 'in_summary':          # second chunk complete, summary cut short
+        torn = data[:-40]
+        expected = 100
+    elif cut == 'mid_chunk':         # killed while the second chunk was being written
+        torn = data[:good_end - 60]
+        expected = 50
+    else:                            # partial new chunk over the old summary, old bytes after
+        torn = data[:good_end - 200] + b'\x06' + b'\xff' * 8 + data[good_end - 191:good_end]
+        expected = 50
+    path.write_bytes(torn)
+    assert not mcap_is_complete(path)
+    report = repair_bag(tmp_path / 'ep')
+    assert report['repaired'] and report['messages'] == expected
+    got = [m.data for *_, m in read_mcap(path)]
+    assert got[:50] == [f'a{i}' for i in range(50)] and len(got) == expected
+    assert (tmp_path / 'ep' / 'ep.mcap.damaged').read_bytes() == torn
+    with RosbagsReader(tmp_path / 'ep') as reader:
+        assert reader.message_count == expected
+    assert repair_bag(tmp_path / 'ep') == {'bag': str(tmp_path / 'ep'), 'repaired': False}

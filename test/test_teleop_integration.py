@@ -284,6 +284,39 @@ def test_sigkill_leaves_a_readable_bag_missing_at_most_one_second(probe, launch_
     assert (folder / 'metadata.yaml').exists()                 # rosbag2 dir from a checkpoint
 
 
+@pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_sigint_finalize_the_bag_and_metadata(probe, launch_node, tmp_path, sig):
+    from bc_robot.recording.writer import mcap_is_complete
+    out = tmp_path / 'episodes'
+    teleop = launch_node(TELEOP, params=teleop_params(
+        out, record_topics=['/seq', '/bc/episode/events', '/bc/intervention']))
+    node = probe.node
+    seq = node.create_publisher(String, '/seq', DEEP)
+    watch = Watch(node)
+    assert wait_for(lambda: node.count_subscribers('/seq') >= 1, 30)
+    time.sleep(1.0)
+    assert call(node, 'start').success
+    assert wait_for(lambda: watch.event('start'), 5)
+    name = watch.event('start')['episode']
+    for i in range(100):
+        seq.publish(String(data=str(i)))
+        time.sleep(0.01)
+    time.sleep(0.5)
+    teleop.signal(sig)
+    assert teleop.wait(20) == 0
+    folder = out / name
+    meta = episode_json(folder)
+    assert meta['status'] == 'interrupted' and meta['recording']['finished']
+    assert meta['end_time'] is not None
+    assert mcap_is_complete(folder / f'{name}.mcap')
+    bag = read_bag(folder)
+    assert [int(m.data) for _, m in bag['/seq']] == list(range(100))
+    assert meta['recording']['topics']['/seq']['written'] == 100
+    stops = [json.loads(m.data) for _, m in bag['/bc/episode/events']
+             if json.loads(m.data)['event'] == 'stop']
+    assert stops and stops[0]['reason'] == 'shutdown'
+
+
 @pytest.fixture
 def tiny_mount(tmp_path):
     mount_point = tmp_path / 'tiny'

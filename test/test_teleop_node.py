@@ -230,3 +230,42 @@ def test_unwritable_output_dir_refuses_start_while_teleop_keeps_running(make_rig
 def test_bad_parameters_refuse_startup_naming_them(rclpy_context, name, value, text):
     with pytest.raises(ValueError, match=text):
         TeleopNode(parameter_overrides=[Parameter(name, value=value)])
+
+
+def test_config_yaml_lists_every_parameter_with_valid_defaults():
+    import yaml
+
+    from bc_robot.nodes.teleop_node import SCHEMA
+    from conftest import REPO
+    data = yaml.safe_load((REPO / 'config' / 'teleop_node.yaml').read_text())
+    params = data['teleop_node']['ros__parameters']
+    assert sorted(params) == sorted(SCHEMA.names())
+    assert SCHEMA.validate(params) == SCHEMA.defaults()
+
+
+def test_dart_perturbs_the_executed_target_but_not_the_label(make_rig):
+    rig = make_rig(record=False, dart_enabled=True, dart_seed=3, dart_sigma_position=0.01,
+                   dart_max_position=0.01, dart_time_constant=0.2)
+    for _ in range(60):
+        rig.measured.publish(rig.pose(HOME))
+        time.sleep(0.02)
+    assert wait_for(lambda: len(rig.labels) > 40 and len(rig.targets) > 40, 5)
+    with rig.lock:
+        labels = {(m.header.stamp.sec, m.header.stamp.nanosec): pose_from_msg(m)
+                  for _, m in rig.labels}
+        pairs = [(pose_from_msg(m), labels.get((m.header.stamp.sec, m.header.stamp.nanosec)))
+                 for _, m in rig.targets]
+    offsets = [np.linalg.norm(t.position - l.position) for t, l in pairs if l is not None]
+    assert len(offsets) > 30
+    assert max(offsets) <= 0.01 + 1e-9 and max(offsets) > 1e-4      # bounded, but there
+    for _, label in pairs:                                           # the label is clean:
+        if label is not None:                                        # no input → it holds
+            assert np.allclose(label.position, HOME.position)
+
+
+def test_worst_policy_latency_keeps_the_largest_numeric_value():
+    from bc_robot.nodes.episode_control import _worst
+    reports = [{'obs_to_target_ms_p99': '41.5', 'executor': 'rtc'},
+               {'obs_to_target_ms_p99': '63.0', 'inference_ms_p99': 'nan'},
+               {'obs_to_target_ms_p99': '50.2', 'inference_ms_p99': '12.0'}]
+    assert _worst(reports) == {'obs_to_target_ms_p99': 63.0, 'inference_ms_p99': 12.0}

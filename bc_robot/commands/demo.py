@@ -1,8 +1,15 @@
-"""`bc-robot demo` (`make demo`): the simulated arm with the scripted expert, no robot needed.
+"""`bc-robot demo` (`make demo`): the embedded default on the simulated arm, no robot needed.
 
-Starts `sim_arm` and `sim_expert` (direct mode) as real ROS 2 processes, lets the expert run
-a few `push` episodes, saves camera frames as PNG and prints the success rate. This is the
-interim demo: deploying a trained policy on the simulated arm is not part of it yet.
+With a model under models/default (or `--model`): the full deployment graph (`bc-robot
+launch deploy sim:=true`: sim_arm, sim_expert in correction mode, observation_node,
+policy_node, teleop_node, controller_bridge) runs seeded episodes; the scripted expert may
+take over with the pedal when the policy goes wrong, and those interventions are counted.
+It prints the success rate, obs→target latency p50/p99 and the interventions, and writes a
+report folder (report.md, latency histogram, end-effector paths with the predicted chunks,
+camera frames, JSON) whose name it prints.
+
+Without a model (models/default not shipped yet, and no `--model`), it says so and falls
+back to the interim demo: sim_arm + sim_expert in direct mode, no policy at all.
 
 It runs on a private DDS domain restricted to localhost unless --domain-id is given, so a
 demo never publishes /joint_states or /target_pose onto a network where a real arm listens.
@@ -11,27 +18,116 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
-import random
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-NOTE = ('note: this demo runs the simulated arm with the scripted expert only; deploying a '
-        'trained policy is not part of it yet.')
+NOTE = ('note: no policy is deployed in this run: the simulated arm is driven by the '
+        'scripted expert alone (no model under models/default; pass --model FOLDER or train '
+        'one with `bc-robot loop`).')
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('--episodes', type=int, default=3, help='push episodes to run (1-50)')
-    parser.add_argument('--output', default='out/demo',
-                        help='folder for PNG frames, logs and summary.json (default out/demo)')
-    parser.add_argument('--seed', type=int, default=0, help='base scene seed (episode k uses seed + k)')
+    parser.add_argument('--model', default=None,
+                        help='policy folder (policy.json + policy.onnx) or a name under '
+                             'models/ (default: models/default; without it the demo falls '
+                             'back to the scripted expert alone)')
+    parser.add_argument('--episodes', type=int, default=5, help='seeded episodes (1-50)')
+    parser.add_argument('--output', default=None,
+                        help='report folder (default: out/demo-<date>-<time>)')
+    parser.add_argument('--seed', type=int, default=0,
+                        help='scene seed of the first episode (episode k uses seed + k)')
+    parser.add_argument('--task', default='push', choices=('push', 'reach'),
+                        help='simulated task (default push)')
+    parser.add_argument('--executor', default='rtc', choices=('sync', 'ensemble', 'async', 'rtc'),
+                        help='action-chunk executor of the policy node (default rtc)')
+    parser.add_argument('--no-intervene', action='store_true',
+                        help='the scripted expert only watches (no pedal takeovers)')
+    parser.add_argument('--timeout', type=float, default=30.0,
+                        help='sim seconds per episode before it counts as failed (default 30)')
     parser.add_argument('--domain-id', type=int, default=None,
                         help='ROS_DOMAIN_ID to use (default: a private random one, localhost)')
-    parser.add_argument('--timeout', type=float, default=60.0,
-                        help='wall seconds allowed per episode before the demo gives up')
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f'bc-robot demo: {message}', file=sys.stderr)
+    return code
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 1 <= args.episodes <= 50:
+        return _fail(f'--episodes must be in [1, 50], got {args.episodes}')
+    if args.seed < 0:
+        return _fail(f'--seed must be >= 0, got {args.seed}')
+    if not 1.0 <= args.timeout <= 600.0:
+        return _fail(f'--timeout must be in [1, 600] s, got {args.timeout}')
+    from bc_robot.graph import resolve_model
+    model = Path(resolve_model(args.model or 'default'))
+    if not (model / 'policy.json').is_file() or not (model / 'policy.onnx').is_file():
+        if args.model:
+            return _fail(f'model folder {model} has no policy.json + policy.onnx')
+        print(f'bc-robot demo: no model in {model}: falling back to the scripted expert '
+              f'alone (sim_arm + sim_expert, direct mode).')
+        args.output = args.output or 'out/demo'
+        args.timeout = max(args.timeout, 60.0)
+        return run_expert_only(args)
+    return run_deployed(args, model)
+
+
+def run_deployed(args: argparse.Namespace, model: Path) -> int:
+    """The full deploy graph with the policy; report folder."""
+    from bc_robot.orchestrate.ros import RosLink, private_domain
+    domain = private_domain(args.domain_id)
+    from bc_robot.orchestrate.episodes import EpisodeSettings
+    from bc_robot.orchestrate.evaluate import DeploySettings, evaluate
+    from bc_robot.orchestrate.graphs import GraphError
+    from bc_robot.orchestrate.report import demo_report, fmt, rate_text
+    out = Path(args.output or f'out/demo-{time.strftime("%Y%m%d-%H%M%S")}').expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    logging.getLogger('OpenGL').setLevel(logging.WARNING)
+    try:
+        settings = DeploySettings(model=model, task=args.task, executor=args.executor,
+                                  intervene=not args.no_intervene,
+                                  episode=EpisodeSettings(timeout=args.timeout))
+    except ValueError as exc:
+        return _fail(str(exc))
+    seeds = [args.seed + k for k in range(args.episodes)]
+    print(f'bc-robot demo: deploy graph (sim:=true) with model {model}, {args.episodes} '
+          f'{args.task} episodes (seeds {seeds[0]}..{seeds[-1]}), executor {args.executor}, '
+          f'scripted expert {"may intervene" if settings.intervene else "watching only"}; '
+          f'ROS_DOMAIN_ID={domain}; report in {out}', flush=True)
+
+    def progress(o) -> None:
+        what = f'error: {o.error}' if o.error else ('success' if o.success else 'failed')
+        print(f'  episode {o.index} (seed {o.seed}): {what} in {o.duration:.1f} s, '
+              f'{o.interventions} intervention(s)', flush=True)
+
+    link = RosLink('bc_robot_demo')
+    try:
+        result = evaluate(link, out, 'deploy', settings, seeds, progress)
+    except (GraphError, ValueError) as exc:
+        return _fail(str(exc), 1)
+    finally:
+        link.close()
+    dump = None
+    stats = out / 'deploy.policy_stats.json'
+    if stats.is_file():
+        dump = json.loads(stats.read_text())
+    report = demo_report(out, result, model, {
+        'task': args.task, 'executor': args.executor, 'intervene': settings.intervene,
+        'episodes': args.episodes, 'seed': args.seed, 'timeout_s': args.timeout}, dump)
+    s, obs = result.summary, result.latency.get('obs_to_target_ms', {})
+    print(f'success rate: {rate_text(s["successes"], s["episodes"])}')
+    print(f'obs->target latency: p50 {fmt(obs.get("p50"))} ms, p99 {fmt(obs.get("p99"))} ms '
+          f'(n = {obs.get("n", 0)})')
+    print(f'interventions: {s["interventions"]} in {s["episodes_with_intervention"]} of '
+          f'{s["episodes"]} episodes ({s["autonomous_successes"]} succeeded without one)')
+    print(f'report: {report}')
+    return 0 if s['errors'] == 0 else 1
 
 
 def _node(module: str, params: dict, log: Path, env: dict) -> subprocess.Popen:
@@ -52,35 +148,20 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait(timeout=5)
 
 
-def run(args: argparse.Namespace) -> int:
-    if not 1 <= args.episodes <= 50:
-        print(f'bc-robot demo: --episodes must be in [1, 50], got {args.episodes}',
-              file=sys.stderr)
-        return 2
-    if args.seed < 0:
-        print(f'bc-robot demo: --seed must be >= 0, got {args.seed}', file=sys.stderr)
-        return 2
+def run_expert_only(args: argparse.Namespace) -> int:
+    """The interim demo (no policy): sim_arm + sim_expert in direct mode, PNG frames."""
+    from bc_robot.orchestrate.ros import private_domain
+    domain = private_domain(args.domain_id)
     out = Path(args.output).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     summary_path = out / 'summary.json'
     summary_path.unlink(missing_ok=True)
     env = dict(os.environ)
-    env.setdefault('MUJOCO_GL', 'egl')
-    if args.domain_id is None:
-        env['ROS_DOMAIN_ID'] = str(random.SystemRandom().randint(101, 230))
-        env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
-        env['ROS_LOCALHOST_ONLY'] = '1'
-    else:
-        env['ROS_DOMAIN_ID'] = str(args.domain_id)
-    os.environ.update({k: env[k] for k in ('ROS_DOMAIN_ID', 'MUJOCO_GL')})
-    for key in ('ROS_AUTOMATIC_DISCOVERY_RANGE', 'ROS_LOCALHOST_ONLY'):
-        if key in env:
-            os.environ[key] = env[key]
-    print(f'bc-robot demo: sim_arm + sim_expert (direct mode), {args.episodes} push episodes, '
-          f'ROS_DOMAIN_ID={env["ROS_DOMAIN_ID"]}; output in {out}')
+    print(f'bc-robot demo: sim_arm + sim_expert (direct mode), {args.episodes} {args.task} '
+          f'episodes, ROS_DOMAIN_ID={domain}; output in {out}')
     print(NOTE)
 
-    sim = _node('bc_robot.nodes.sim_arm', {'seed': args.seed + 0, 'task': 'push'},
+    sim = _node('bc_robot.nodes.sim_arm', {'seed': args.seed, 'task': args.task},
                 out / 'sim_arm.log', env)
     expert = _node('bc_robot.nodes.sim_expert', {
         'mode': 'direct', 'episodes': args.episodes, 'exit_when_done': True,

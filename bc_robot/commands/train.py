@@ -64,9 +64,9 @@ class ProgressBar:
     """One line with a bar, loss, validation figures, speed and ETA; redrawn in place on a
     terminal, printed every ~10 s otherwise (CI logs)."""
 
-    def __init__(self, stream: TextIO = sys.stderr, width: int = 24) -> None:
-        self.stream, self.width = stream, width
-        self.tty = stream.isatty()
+    def __init__(self, stream: TextIO | None = None, width: int = 24) -> None:
+        self.stream, self.width = stream or sys.stderr, width
+        self.tty = self.stream.isatty()
         self._last = 0.0
 
     @staticmethod

@@ -63,6 +63,9 @@ class Head(nn.Module):
             raise ValueError(f'{cls.__name__}: unknown model.head_options {unknown}; known: '
                              f'{sorted(known)}')
 
+    def initialize(self, ctx: torch.Tensor, target: torch.Tensor) -> None:
+        """Data-dependent initialisation from a first training batch (default: none)."""
+
     def set_sampler(self, **settings: Any) -> None:
         unknown = sorted(set(settings) - set(self.default_sampler))
         if unknown:
@@ -93,14 +96,19 @@ class MSEHead(Head):
 class GMMHead(Head):
     """Mixture of K diagonal Gaussians over the whole chunk. Sampling picks a component
     with a uniform derived from the noise input; the output is that component's mean plus
-    `std_scale` × its std × noise (0 = the component mean, a smooth chunk)."""
+    `std_scale` × its std × noise (0 = the component mean, a smooth chunk).
+
+    Component stds live in [min_std, max_std] (normalized units). Uncapped, one component
+    with std ≈ the data's spread covers both modes, and that symmetric solution is only
+    marginally unstable (the split grows ∝ spread²/std² − 1 ≈ 0), so gradient descent
+    sits on it; with max_std well below the normalized spread of 1 it splits quickly."""
 
     stochastic = True
     default_sampler = {'std_scale': 0.0}
 
     @classmethod
     def default_options(cls):
-        return {'modes': 5, 'hidden': 512, 'min_std': 0.01}
+        return {'modes': 5, 'hidden': 512, 'min_std': 0.01, 'max_std': 0.5}
 
     def __init__(self, d, horizon, action_dim, options):
         super().__init__(d, horizon, action_dim, options)
@@ -119,11 +127,26 @@ class GMMHead(Head):
             self.offsets.bias.normal_(0.0, 0.05)
         self.stds = nn.Linear(self.options['hidden'], self.k * n)
 
+    @torch.no_grad()
+    def initialize(self, ctx, target):
+        """Start each component at a different training chunk (relative to the shared
+        base), like k-means++ seeding: a component that starts far from every mode never
+        wins a sample, never gets gradient, and the mixture collapses onto one Gaussian."""
+        h = F.gelu(self.trunk(ctx))
+        x = target.reshape(target.shape[0], -1)
+        pick = torch.randperm(x.shape[0], device=x.device)[:self.k]
+        pick = pick[torch.arange(self.k, device=x.device) % pick.shape[0]]
+        k = torch.arange(self.k, device=x.device)
+        means = self.base(h[pick])[:, None] + self.offsets(h[pick]).reshape(self.k, self.k, -1)
+        error = x[pick] - means[k, k]          # component k vs its seed chunk
+        self.offsets.bias.add_(error.reshape(-1))
+
     def _params(self, ctx):
         h = F.gelu(self.trunk(ctx))
         n = self.horizon * self.action_dim
         means = self.base(h)[:, None] + self.offsets(h).reshape(-1, self.k, n)
-        stds = F.softplus(self.stds(h).reshape(-1, self.k, n)) + self.options['min_std']
+        low, high = self.options['min_std'], self.options['max_std']
+        stds = low + (high - low) * torch.sigmoid(self.stds(h).reshape(-1, self.k, n))
         return torch.log_softmax(self.logits(h), -1), means, stds
 
     def loss(self, ctx, tokens, target, mask):

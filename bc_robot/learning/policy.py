@@ -154,6 +154,13 @@ class BCPolicy(nn.Module):
             and self.encoder.state is not None else None
         return self.encoder(images, state_n)
 
+    @torch.no_grad()
+    def initialize(self, batch: Batch) -> None:
+        """Data-dependent head initialisation from the first training batch (GMM seeds its
+        components on training chunks); a no-op for the other heads."""
+        ctx, _tokens = self.encode(batch.images, batch.state)
+        self.head.initialize(ctx, self.normalize_actions(batch.actions))
+
     def loss(self, batch: Batch) -> torch.Tensor:
         """Weighted mean of per-sample losses (sample weights = HG-DAgger weighting)."""
         return self(batch.images, batch.state, batch.actions, batch.valid, batch.weight)

@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -73,7 +74,9 @@ def resolve_checkpoint(path: str | Path, which: str = 'last') -> Path:
 def load_checkpoint(path: str | Path, which: str = 'last') -> dict[str, Any]:
     path = resolve_checkpoint(path, which)
     try:
-        data = torch.load(path, map_location='cpu', weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # the unpickler's protocol notes on bad files
+            data = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as exc:  # unpickling errors come in many types
         raise ValueError(f'{path} is not a bc_robot checkpoint (weights_only load failed: '
                          f'{exc})') from None
@@ -157,8 +160,9 @@ def _observations(dataset: ChunkDataset, count: int) -> dict[str, torch.Tensor]:
     return out
 
 
-def _init_from(policy: BCPolicy, data: dict[str, Any]) -> None:
-    """Copy every tensor of an earlier policy whose name and shape match (--init)."""
+def _init_from(policy: BCPolicy, data: dict[str, Any]) -> bool:
+    """Copy every tensor of an earlier policy whose name and shape match (--init); True
+    when the whole head came along."""
     source = data['ema'] if data.get('ema') else data['model']
     own = policy.state_dict()
     loaded = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
@@ -171,6 +175,8 @@ def _init_from(policy: BCPolicy, data: dict[str, Any]) -> None:
     LOG.info('--init %s: copied %d tensors, skipped %d%s', data['path'], len(loaded),
              len(skipped), (' (' + ', '.join(skipped[:5]) + (' …' if len(skipped) > 5 else '')
                             + ')') if skipped else '')
+    head = [k for k in own if k.startswith('head.')]
+    return bool(head) and all(k in loaded for k in head)
 
 
 class _EMA:
@@ -260,8 +266,7 @@ def train(config: TrainConfig, episodes: list[EpisodeArrays], run_dir: str | Pat
         # only in those units.
         stats = stats_from_json(init_data['stats'])
     policy = BCPolicy(arch, stats)
-    if init_data is not None:
-        _init_from(policy, init_data)
+    head_loaded = _init_from(policy, init_data) if init_data is not None else False
     policy.encoder.augment_shift = opt.augment_shift
     policy.to(dev)
     params = [p for p in policy.parameters() if p.requires_grad]
@@ -286,6 +291,10 @@ def train(config: TrainConfig, episodes: list[EpisodeArrays], run_dir: str | Pat
             ema.state = {k: v.to(dev) for k, v in resume_data['ema'].items()}
         torch.set_rng_state(resume_data['rng'])
         LOG.info('resumed %s at step %d', run_dir, step)
+    if resume_data is None and not head_loaded:
+        # Before DDP wraps the model: DDP then broadcasts rank 0's initialisation.
+        policy.initialize(train_set.batch(BatchSampler(len(train_set), opt.batch_size,
+                                                       config.seed).next()).to(dev))
     model: torch.nn.Module = policy
     if dist.world_size > 1:
         model = torch.nn.parallel.DistributedDataParallel(

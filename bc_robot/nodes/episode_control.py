@@ -75,6 +75,7 @@ class EpisodeControl:
             if previous is not None:
                 recorder.update(previous.name)
             node.policy_ages.clear()
+            node.policy_reports.clear()
             writer = recorder.begin(name)
             self.event('start', now)
             return f'episode {name} started', writer
@@ -186,9 +187,25 @@ class EpisodeControl:
             meta.interventions = episode.interventions()
             if self.episodes.current is episode:
                 report = dict(node.policy_report)
-                meta.policy_latency = {'target_age_ms': latency_stats(list(node.policy_ages)),
-                                       'reported': report}
+                meta.policy_latency = {
+                    'target_age_ms': latency_stats(list(node.policy_ages)),
+                    'reported_last': report,
+                    'reported_worst': _worst(node.policy_reports)}
                 if not meta.model and report:
                     meta.model = {k: report[k] for k in
                                   ('model', 'model_name', 'sha256', 'onnx_sha256') if k in report}
             return copy.deepcopy(meta)
+
+
+def _worst(reports) -> dict[str, float]:
+    """Largest value of each numeric key the policy node reported during the episode."""
+    worst: dict[str, float] = {}
+    for report in reports:
+        for key, value in report.items():
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                continue
+            if number == number:   # not NaN
+                worst[key] = max(worst.get(key, number), number)
+    return worst

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import shutil
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
@@ -24,9 +25,10 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from bc_robot.recording.episode import EpisodeMetadata, write_episode_json
+from bc_robot.recording.episode import EpisodeMetadata, recover_interrupted, write_episode_json
 from bc_robot.recording.writer import (EpisodeWriter, WriterConfig, make_qos,
                                        name_native_thread)
+
 
 def message_class(type_name: str) -> type:
     """'sensor_msgs/msg/Image' → the rclpy message class."""
@@ -49,6 +51,8 @@ class TopicTap:
         self._subs: dict[str, tuple[Any, str, tuple[bool, bool]]] = {}
         self._latched: dict[str, tuple[str, bytes]] = {}
         self.lost: dict[str, int] = {}
+        self._offered: dict[str, Any] = {}
+        self._sim_time = bool(use_sim_time)
         self._writer: EpisodeWriter | None = None
         self._lock = threading.Lock()
         self.node.create_timer(discovery_period, self._discover)
@@ -67,6 +71,9 @@ class TopicTap:
     def attach(self, writer: EpisodeWriter | None) -> None:
         """Feed `writer` from now on; replay the latched topics' last messages into it."""
         now = self.node.get_clock().now().nanoseconds
+        if writer is not None:
+            for topic, offered in list(self._offered.items()):
+                writer.set_qos(topic, offered)
         with self._lock:
             self._writer = writer
             replay = dict(self._latched) if writer is not None else {}
@@ -106,23 +113,30 @@ class TopicTap:
                          durability=DurabilityPolicy.TRANSIENT_LOCAL if latched
                          else DurabilityPolicy.VOLATILE)
         offered = make_qos(reliable, latched, 1 if latched else self.depth)
+        self._offered[topic] = offered
+        if self._writer is not None:
+            self._writer.set_qos(topic, offered)
         clock = self.node.get_clock()
+        # receive time as `ros2 bag record` stamps it; the system clock unless sim time
+        now_ns = (lambda: clock.now().nanoseconds) if self._sim_time else time.time_ns
 
         def on_message(data: bytes) -> None:
-            stamp = clock.now().nanoseconds
+            stamp = now_ns()
             if latched:
                 self._latched[topic] = (msgtype, data)
             writer = self._writer
             if writer is not None:
-                writer.set_qos(topic, offered)
                 writer.offer(topic, msgtype, data, stamp)
 
         kwargs = {}
         try:
-            from rclpy.event_handler import SubscriptionEventCallbacks
+            try:
+                from rclpy.event_handler import SubscriptionEventCallbacks
+            except ImportError:   # Humble
+                from rclpy.qos_event import SubscriptionEventCallbacks
             kwargs['event_callbacks'] = SubscriptionEventCallbacks(
                 message_lost=lambda info: self._count_lost(topic, info.total_count_change))
-        except (ImportError, TypeError):  # older rclpy: no message-lost event
+        except (ImportError, TypeError):  # no message-lost event in this rclpy
             pass
         sub = self.node.create_subscription(msg_class, topic, on_message, qos, raw=True, **kwargs)
         self._subs[topic] = (sub, msgtype, (reliable, latched))
@@ -161,6 +175,8 @@ class EpisodeRecorder:
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix='episode-io')
         self._lost_at_start: dict[str, dict[str, int]] = {}
         self._lost_at_end: dict[str, dict[str, int]] = {}
+        if self.tap is not None:
+            self._io.submit(self.recover_crashed)
         self._sequence = 0
 
     def next_name(self, task: str, stamp: str) -> str:
@@ -231,6 +247,17 @@ class EpisodeRecorder:
         self._write_json(writer, name)
         shutil.move(str(source), str(target))
         self._logger.info(f'episode {name} discarded: moved to {target}')
+
+    def recover_crashed(self) -> None:
+        """Finalize episodes a previous run never finished (killed): see
+        `recover_interrupted`."""
+        try:
+            for name, report in recover_interrupted(self.output_dir, distro=self.config.distro):
+                self._logger.warning(
+                    f'episode {name} was not finalized by a previous run: marked interrupted '
+                    f'({"bag repaired" if report["repaired"] else "bag intact"})')
+        except OSError as exc:
+            self._logger.error(f'cannot check {self.output_dir} for interrupted episodes: {exc}')
 
     def _write_json(self, writer: EpisodeWriter, name: str) -> None:
         if not writer.path.is_dir():

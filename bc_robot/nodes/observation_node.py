@@ -29,6 +29,7 @@ from bc_robot.nodes.common import (ERROR, OK, SENSOR_QOS, WARN, DiagnosticsPubli
                                    declare_parameters, diagnostic_status, image_msg_to_rgb8,
                                    image_to_msg, run, seconds_to_stamp, stamp_to_seconds)
 
+
 class ObservationNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__('observation_node', **kwargs)

@@ -36,6 +36,7 @@ from bc_robot.nodes.common import (COMMAND_QOS, ERROR, LATCHED_QOS, OK, SENSOR_Q
 from bc_robot.graph import READY_KEY, resolve_model, ready_value
 from bc_robot.runtime.onnx_backend import OnnxBackend
 
+
 class PolicyNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__('policy_node', **kwargs)

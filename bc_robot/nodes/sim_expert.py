@@ -29,7 +29,7 @@ from bc_robot.nodes.common import (COMMAND_QOS, LATCHED_QOS, OK, SENSOR_QOS, WAR
                                    DiagnosticsPublisher, declare_parameters, diagnostic_status,
                                    pose_from_msg, pose_to_msg, run)
 from bc_robot.sim.expert import (Command, CorrectionMonitor, JoyButtons, Observation,
-                                 ScriptedExpert, spacenav_axes)
+                                 RecordingHandshake, ScriptedExpert, spacenav_axes)
 from bc_robot.sim.model import FINGER_JOINTS, FINGER_TRAVEL
 from bc_robot.sim.runner import ExpertEpisode, summarize
 from bc_robot.sim.settings import (SIM_EXPERT_SCHEMA, correction_from_params, expert_from_params,
@@ -37,12 +37,10 @@ from bc_robot.sim.settings import (SIM_EXPERT_SCHEMA, correction_from_params, ex
 
 SIDES = {'random': None, 'left': 1, 'right': -1}
 RESET_TIMEOUT = 10.0  # wall seconds to wait for /sim/reset before asking again
-# teleop: after pressing stop, wait until the teleop node says it stopped recording (and its
-# stop grace passed) before resetting, so the reset is never recorded in, or labels, the
-# episode that just ended; give up waiting after STOP_WAIT_MAX (no teleop node listening).
+# teleop: start driving only once the teleop node records, reset only once it stopped (so a
+# reset is never recorded in, or labels, the episode that ended): RecordingHandshake.
 EPISODE_STATE_TOPIC = '/bc/episode/state'
-STOP_GRACE = 0.5
-STOP_WAIT_MAX = 5.0
+PRESS_TICKS = 10  # button presses last ~0.2 s at 50 Hz
 
 
 class SimExpertNode(Node):
@@ -53,7 +51,7 @@ class SimExpertNode(Node):
         self.runner_config = runner_from_params(p)
         self.expert = ScriptedExpert(expert_from_params(p), np.random.default_rng(p['seed']))
         self.monitor = CorrectionMonitor(correction_from_params(p))
-        self.buttons = JoyButtons()
+        self.buttons = JoyButtons(PRESS_TICKS)
         self.dt = 1.0 / p['control_rate']
         self.pose: Pose | None = None
         self.task: dict | None = None
@@ -64,8 +62,7 @@ class SimExpertNode(Node):
         self._last_gripper_press = -1e9
         self._watched_episode = None
         self._poses_received = 0
-        self._recording: bool | None = None   # teleop node's episode state, when heard
-        self._stop_released: float | None = None
+        self.handshake = RecordingHandshake(self.buttons)
 
         sensors = MutuallyExclusiveCallbackGroup()
         self.create_subscription(PoseStamped, p['current_pose_topic'], self._on_pose, SENSOR_QOS,
@@ -116,7 +113,7 @@ class SimExpertNode(Node):
 
     def _on_episode_state(self, msg: String) -> None:
         try:
-            self._recording = bool(json.loads(msg.data).get('recording'))
+            self.handshake.recording = bool(json.loads(msg.data).get('recording'))
         except (ValueError, AttributeError):
             pass
 
@@ -154,7 +151,11 @@ class SimExpertNode(Node):
             if self.task['episode'] == self._episode_number:
                 self.episode = ExpertEpisode(self.expert, self.runner_config, self.task,
                                              self.pose, SIDES[self.params['side']])
-                self.buttons.press(JoyButtons.EPISODE)  # teleop: start recording
+                self.handshake.press(time.monotonic())  # teleop: start recording
+                self.flow = 'starting' if self.mode == 'teleop' else 'running'
+        elif self.flow == 'starting':
+            self._publish(None, Command(gripper=self.gripper))
+            if self._recording_is(True):
                 self.flow = 'running'
         elif self.flow == 'running':
             phase = self.expert.phase
@@ -166,15 +167,14 @@ class SimExpertNode(Node):
                 self._finish_episode()
         elif self.flow == 'stopping':
             self._publish(None, Command(gripper=self.gripper))
-            if not self.buttons.pressing(JoyButtons.EPISODE) and self._stopped_recording():
-                self._stop_released = None
+            if self._recording_is(False):
                 self.flow = 'wait' if self._more_episodes() else 'finished'
                 if self.flow == 'finished':
                     self._finished()
 
     def _finish_episode(self) -> None:
         self.results.append(self.episode.result())
-        self.buttons.press(JoyButtons.EPISODE)  # teleop: stop recording
+        self.handshake.press(time.monotonic())  # teleop: stop recording
         summary = summarize(self.results)
         self.get_logger().info(
             f'episode {self.results[-1].episode}: '
@@ -183,15 +183,13 @@ class SimExpertNode(Node):
         self._write_summary(summary)
         self.flow = 'stopping'
 
-    def _stopped_recording(self) -> bool:
-        """teleop: the recorder has stopped (+ its grace), or nobody records."""
+    def _recording_is(self, wanted: bool) -> bool:
         if self.mode != 'teleop':
-            return True
-        now = time.monotonic()
-        if self._stop_released is None:
-            self._stop_released = now
-        waited = now - self._stop_released
-        return (self._recording is not True and waited >= STOP_GRACE) or waited > STOP_WAIT_MAX
+            return not self.buttons.pressing(JoyButtons.EPISODE)
+        done, note = self.handshake.poll(wanted, time.monotonic())
+        if note:
+            self.get_logger().warning(note)
+        return done
 
     def _more_episodes(self) -> bool:
         return self.params['episodes'] == 0 or len(self.results) < self.params['episodes']

@@ -52,6 +52,7 @@ class TeleopNode(Node):
         self.task_state: dict = {}
         self.policy_report: dict = {}
         self.policy_ages: deque = deque(maxlen=100_000)
+        self.policy_reports: deque = deque(maxlen=10_000)
         self.periods: deque = deque(maxlen=500)
         self.counts = {'invalid_input': 0, 'ticks_without_pose': 0, 'recording_errors': 0}
         self._edges = ButtonEdges()
@@ -161,9 +162,16 @@ class TeleopNode(Node):
             self.task_state = dict(state, _received=self.now())
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        """Keep the policy node's own latency figures (obs→target, inference) per episode."""
         for status in msg.status:
             if 'policy' in status.name and not status.name.startswith(self.get_name()):
-                self.policy_report = {kv.key: kv.value for kv in status.values}
+                report = {kv.key: kv.value for kv in status.values
+                          if '_ms' in kv.key or 'latency' in kv.key
+                          or kv.key in ('executor', 'provider', 'model', 'sha256')}
+                with self.lock:
+                    self.policy_report = report
+                    if self.episodes.recording:
+                        self.policy_reports.append(report)
 
     # ---- authority ----
     def _apply_transition(self, transition: Transition) -> None:
@@ -249,6 +257,9 @@ class TeleopNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
+    # the control tick must get the GIL soon after its deadline even while the recorder
+    # threads copy camera frames, not after CPython's default 5 ms switch interval
+    sys.setswitchinterval(0.001)
     return run(lambda: TeleopNode(), args, num_threads=4)
 
 

@@ -183,7 +183,7 @@ def lines_png(path: str | Path, panels: Sequence[dict[str, Any]],
             ax.polyline(sx, sy, color, 2)
             ax.points(sx, sy, color, 4)
             entries.append((label, color))
-        legend(image, entries, (k * width + 80, height - 60 - 18 * len(entries)))
+        legend(image, entries, (k * width + 80, 66))
     return write_png(path, image)
 
 

@@ -51,7 +51,7 @@ class EpisodeSettings:
     timeout: float = 25.0
     settle: float = 0.3
     record: bool = False
-    home_tolerance: float = 0.03
+    home_tolerance: float = 0.02
     service_timeout: float = 10.0
 
     def __post_init__(self) -> None:
@@ -69,12 +69,15 @@ class EpisodeError(RuntimeError):
 
 
 def _wait(predicate, timeout: float, graph: GraphRun, what: str, period: float = 0.02) -> None:
-    deadline = time.monotonic() + timeout
+    began = time.monotonic()
+    deadline = began + timeout
     while not predicate():
         graph.check()
         if time.monotonic() > deadline:
             raise EpisodeError(f'timed out after {timeout:g} s waiting for {what}')
         time.sleep(period)
+    if time.monotonic() - began > 1.0:
+        log.debug('waited %.1f s for %s', time.monotonic() - began, what)
 
 
 class EpisodeDriver:

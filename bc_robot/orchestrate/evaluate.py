@@ -3,6 +3,7 @@ from `/sim/task_state`, latency and chunking figures from the policy node's exit
 interventions from `/bc/intervention` (and, when recorded, the episode.json files)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -103,8 +104,9 @@ class DeploySession:
         except BaseException:
             self.graph.stop()
             raise
-        self.driver = EpisodeDriver(self.link, self.graph, self.settings.episode,
-                                    self.settings.output_dir)
+        # the teleop node records only when asked to: the driver starts/stops it then
+        episode = dataclasses.replace(self.settings.episode, record=self.settings.record)
+        self.driver = EpisodeDriver(self.link, self.graph, episode, self.settings.output_dir)
         return self
 
     def __exit__(self, *exc) -> None:

@@ -70,7 +70,7 @@ class RosLink:
         from geometry_msgs.msg import PoseStamped
         from nav_msgs.msg import Path as PathMsg
         from rcl_interfaces.srv import SetParameters
-        from rclpy.executors import MultiThreadedExecutor
+        from rclpy.executors import SingleThreadedExecutor
         from rclpy.signals import SignalHandlerOptions
         from sensor_msgs.msg import Image
         from std_msgs.msg import Bool, String
@@ -115,7 +115,7 @@ class RosLink:
         self._param_clients: dict[str, Any] = {}
         self._Trigger, self._SetBool = Trigger, SetBool
 
-        self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(node)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._spin, name='orchestrator-spin')

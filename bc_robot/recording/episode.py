@@ -123,3 +123,34 @@ def model_info(model_dir: str | Path) -> dict[str, Any]:
     return {'name': spec.name, 'path': str(model_dir.resolve()),
             'sha256': sha256_file(model_dir / 'policy.onnx'),
             'spec_sha256': spec.onnx_sha256 or None}
+
+
+def recover_interrupted(output_dir: str | Path, quiet_for: float = 30.0,
+                        distro: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """Episodes a previous run never finalized (the recorder was killed): episode.json still
+    says 'recording' and the bag has not been touched for `quiet_for` s (a live recorder
+    rewrites it every checkpoint, so another running recorder's episode is never touched).
+    Their bags are repaired if they lost the footer, and they are marked 'interrupted'."""
+    import time
+
+    from bc_robot.recording.writer import repair_bag
+    recovered = []
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return recovered
+    for folder in sorted(output_dir.iterdir()):
+        bag = folder / f'{folder.name}.mcap'
+        if not (folder / EPISODE_FILE).is_file() or not bag.is_file():
+            continue
+        try:
+            data = read_episode_json(folder)
+        except ValueError:
+            continue
+        if data.get('status') != 'recording' or time.time() - bag.stat().st_mtime < quiet_for:
+            continue
+        report = repair_bag(folder, distro or None)
+        data['status'] = 'interrupted'
+        data.setdefault('notes', {})['recovered'] = dict(report, time=time.time())
+        write_episode_json(folder, data)
+        recovered.append((folder.name, report))
+    return recovered

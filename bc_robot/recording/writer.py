@@ -22,16 +22,17 @@ import io
 import logging
 import os
 import shutil
+import struct
 import threading
 import time
 from collections import deque
-
-import yaml
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+import yaml
+from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness, QosReliability,
+                                QosTime)
 from rosbags.rosbag2 import Writer
 from rosbags.rosbag2.enums import StoragePlugin
 from rosbags.rosbag2.errors import WriterError
@@ -347,14 +348,19 @@ class BagWriter:
                                   f'overwritten') from None
         self._writer.storage.fsync = self._fsync
 
-    def add_topic(self, topic: str, msgtype: str, qos: Qos | None = None) -> None:
+    def add_topic(self, topic: str, msgtype: str, qos: Qos | None = None,
+                  msgdef: str | None = None, rihs01: str | None = None) -> None:
+        """Register a topic; the definition comes from the typestore unless given."""
         if topic in self._connections:
             return
-        if msgtype not in self.typestore.fielddefs:
+        if msgdef is None and msgtype not in self.typestore.fielddefs:
             raise ValueError(f'topic {topic!r}: message type {msgtype!r} is not in the '
                              f'rosbags typestore, so it cannot be recorded')
+        if msgdef is not None and rihs01 is None:
+            rihs01 = self.typestore.hash_rihs01(msgtype) \
+                if msgtype in self.typestore.fielddefs else 'RIHS01_' + '0' * 64
         self._connections[topic] = self._writer.add_connection(
-            topic, msgtype, typestore=self.typestore,
+            topic, msgtype, typestore=self.typestore, msgdef=msgdef, rihs01=rihs01,
             offered_qos_profiles=[qos] if qos is not None else [])
 
     def write(self, topic: str, msgtype: str, data: bytes, stamp_ns: int,
@@ -655,3 +661,77 @@ class EpisodeWriter:
             self._counts[topic].dropped += 1
         self._queue.clear()
         self._queue_bytes = 0
+
+
+def mcap_is_complete(path: str | Path) -> bool:
+    """True when the MCAP has a valid footer and summary (opens with any indexed reader)."""
+    from mcap.reader import make_reader
+    try:
+        with open(path, 'rb') as handle:
+            return make_reader(handle).get_summary() is not None
+    except Exception:  # noqa: BLE001 - any parse failure means "not complete"
+        return False
+
+
+def repair_bag(bag_dir: str | Path, distro: str | None = None) -> dict[str, Any]:
+    """Make an episode bag whose MCAP lost its footer (a kill during the checkpoint write,
+    a disk failure) readable again. Every complete chunk is salvaged with its raw bytes
+    unchanged into a fresh bag; the damaged file is kept as `<name>.mcap.damaged`. A bag
+    that is already complete is left alone. Returns what was done."""
+    from mcap.exceptions import McapError
+    from mcap.records import Channel, DataEnd, Footer, Message, Schema
+    from mcap.stream_reader import StreamReader
+    bag_dir = Path(bag_dir)
+    mcap_path = bag_dir / f'{bag_dir.name}.mcap'
+    if not mcap_path.is_file():
+        raise ValueError(f'{bag_dir} is not an episode bag: {mcap_path.name} is missing')
+    if mcap_is_complete(mcap_path) and (bag_dir / 'metadata.yaml').is_file():
+        return {'bag': str(bag_dir), 'repaired': False}
+    schemas, channels, messages = {}, {}, []
+    with open(mcap_path, 'rb') as handle:
+        try:
+            for record in StreamReader(handle, record_size_limit=1 << 31).records:
+                if isinstance(record, Schema):
+                    schemas[record.id] = record
+                elif isinstance(record, Channel):
+                    channels[record.id] = record
+                elif isinstance(record, Message) and record.channel_id in channels:
+                    messages.append(record)
+                elif isinstance(record, (DataEnd, Footer)):
+                    break
+        except (McapError, EOFError, ValueError, OSError, struct.error, UnicodeDecodeError):
+            pass   # the first incomplete record: everything before it is intact
+    hashes = _hashes_from_metadata(bag_dir / 'metadata.yaml')
+    staging = bag_dir.parent / f'.{bag_dir.name}.repair'
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        bag = BagWriter(staging / bag_dir.name, distro)
+        bag.open()
+        for message in sorted(messages, key=lambda m: m.log_time):
+            channel = channels[message.channel_id]
+            schema = schemas.get(channel.schema_id)
+            if schema is None:
+                continue
+            bag.add_topic(channel.topic, schema.name, msgdef=schema.data.decode(),
+                          rihs01=hashes.get(channel.topic))
+            bag.write(channel.topic, schema.name, message.data, message.log_time)
+        bag.close()
+        os.replace(mcap_path, mcap_path.with_name(mcap_path.name + '.damaged'))
+        os.replace(staging / bag_dir.name / mcap_path.name, mcap_path)
+        os.replace(staging / bag_dir.name / 'metadata.yaml', bag_dir / 'metadata.yaml')
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    LOG.warning('repaired %s: %d messages salvaged, damaged file kept as %s.damaged',
+                bag_dir, len(messages), mcap_path.name)
+    return {'bag': str(bag_dir), 'repaired': True, 'messages': len(messages),
+            'damaged': str(mcap_path) + '.damaged'}
+
+
+def _hashes_from_metadata(path: Path) -> dict[str, str]:
+    try:
+        info = yaml.safe_load(path.read_text())['rosbag2_bagfile_information']
+        return {t['topic_metadata']['name']: t['topic_metadata']['type_description_hash']
+                for t in info['topics_with_message_count']}
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return {}

@@ -174,6 +174,7 @@ class ScriptedExpert:
         self._noise = np.zeros(3)
         self._yaw = 0.0
         self._realigns = 0
+        self.start: np.ndarray | None = None  # TCP where the episode began
 
     @property
     def side_name(self) -> str:
@@ -191,6 +192,7 @@ class ScriptedExpert:
         self.speed_factor = float(self.rng.uniform(1.0 - v, 1.0 + v))
         self._noise = np.zeros(3)
         self._realigns = 0
+        self.start = np.asarray(task['tcp'], dtype=np.float64)[:3] if 'tcp' in task else None
         self.phase = 'above_side' if self.task == 'push' else 'reach'
         if self.task == 'push':
             self._yaw = PushGeometry(self.config, task['cube'], task['goal'], self.side).yaw
@@ -329,7 +331,9 @@ class ScriptedExpert:
     def plan_deviation(self, obs: Observation) -> tuple[float, float]:
         """(distance from the TCP to the nearest plan, progress potential). Both sides count
         as on plan, so a policy that learned the other mode is not 'corrected'. The potential
-        (remaining plan length + cube-to-goal distance) falls as the task advances."""
+        (remaining plan length + cube-to-goal distance) falls as the task advances. The plan
+        starts where the episode began (home after a reset), so the approach from there to
+        the first waypoint is on plan too."""
         if self.task == 'reach':
             marker = np.asarray(obs.task['marker'], dtype=np.float64)
             dist = float(np.linalg.norm(marker - obs.tcp))
@@ -337,7 +341,9 @@ class ScriptedExpert:
         best = (math.inf, math.inf)
         for side in (-1, 1):
             geo = PushGeometry(self.config, obs.task['cube'], obs.task['goal'], side)
-            dist, remaining = distance_to_polyline(obs.tcp, geo.polyline())
+            line = geo.polyline() if self.start is None else np.vstack([self.start,
+                                                                        geo.polyline()])
+            dist, remaining = distance_to_polyline(obs.tcp, line)
             if dist < best[0]:
                 best = (dist, remaining)
         cube_to_goal = float(np.linalg.norm(np.asarray(obs.task['goal'])[:2]
@@ -457,6 +463,45 @@ class JoyButtons:
         buttons = [1 if r > 0 else 0 for r in self._remaining] + [1 if self.pedal else 0]
         self._remaining = [max(0, r - 1) for r in self._remaining]
         return buttons
+
+
+class RecordingHandshake:
+    """teleop mode: the expert presses the episode button and then waits until the teleop node
+    reports the wanted recording state (/bc/episode/state), plus `grace` after a stop, before
+    it drives or resets, as a person watching the REC light would. A press the node missed
+    (best-effort Joy on a loaded machine) is pressed again after `repress_after`; after
+    `give_up` it goes on anyway. With no state ever heard (no teleop node) it never waits."""
+
+    def __init__(self, buttons: JoyButtons, grace: float = 0.5, repress_after: float = 2.0,
+                 give_up: float = 5.0) -> None:
+        self.buttons = buttons
+        self.grace, self.repress_after, self.give_up = grace, repress_after, give_up
+        self.recording: bool | None = None
+        self._pressed_at = 0.0
+        self._since: float | None = None
+
+    def press(self, now: float) -> None:
+        self.buttons.press(JoyButtons.EPISODE)
+        self._pressed_at, self._since = now, None
+
+    def poll(self, wanted: bool, now: float) -> tuple[bool, str | None]:
+        """(done, note): done once the state is `wanted`; note says when it pressed again
+        or gave up."""
+        if self.buttons.pressing(JoyButtons.EPISODE):
+            return False, None
+        if self.recording is None:
+            return True, None
+        if self._since is None:
+            self._since = now
+        if self.recording == wanted:
+            return wanted or now - self._pressed_at >= self.grace, None
+        if now - self._since > self.give_up:
+            return True, f'the teleop node did not {"start" if wanted else "stop"} recording'
+        if now - self._pressed_at > self.repress_after:
+            self.press(now)
+            self._since = now - self.repress_after  # the give-up clock keeps running
+            return False, 'episode button press missed; pressing again'
+        return False, None
 
 
 def spacenav_axes(command: Command, linear_scale: float, angular_scale: float) -> list[float]:

@@ -1,0 +1,107 @@
+"""`bc-robot loop`: the whole HG-DAgger loop on the simulated arm in one command.
+
+Record N demonstrations through teleop → train → deploy and evaluate → HG-DAgger rounds (the
+scripted expert takes over with the pedal, the teleop node records the corrections) →
+retrain on the aggregate → evaluate again; for plain aggregation and for intervention
+weighting. Prints a table and writes results.json, loop.md and loop.png to --output.
+
+A CI-sized smoke run:
+    bc-robot loop --demos 2 --rounds 1 --corrections 1 --eval-episodes 1 --steps 20 \\
+        --image-size 24x32 --timeout 6
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+
+def _size(text: str) -> tuple[int, int]:
+    """'HxW' (e.g. 48x64) → (48, 64)."""
+    try:
+        h, w = (int(v) for v in text.lower().split('x'))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'image size {text!r} must look like HxW, e.g. 48x64')
+    return h, w
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--output', default=None,
+                        help='output folder (default: out/loop-<date>-<time>)')
+    parser.add_argument('--demos', type=int, default=10, help='demonstrations to record (10)')
+    parser.add_argument('--rounds', type=int, default=2, help='HG-DAgger rounds (2)')
+    parser.add_argument('--corrections', type=int, default=10,
+                        help='correction episodes per round (10)')
+    parser.add_argument('--eval-episodes', type=int, default=20,
+                        help='evaluation episodes per policy, same seeds each time (20)')
+    parser.add_argument('--variants', nargs='+', default=['plain', 'weighted'],
+                        choices=['plain', 'weighted'],
+                        help='aggregation variants (plain: every sample weighs 1; weighted: '
+                             'the training config\'s intervention weighting)')
+    parser.add_argument('--task', default='push', choices=('push', 'reach'))
+    parser.add_argument('--head', default='mse',
+                        choices=('mse', 'gmm', 'discrete', 'act', 'diffusion', 'flow'),
+                        help='policy head (config/train/<head>.yaml; default mse)')
+    parser.add_argument('--steps', type=int, default=2000, help='training steps per policy')
+    parser.add_argument('--batch-size', type=int, default=None, help='training batch size')
+    parser.add_argument('--image-size', type=_size, default=None, metavar='HxW',
+                        help='policy image size (default: the training config\'s)')
+    parser.add_argument('--intervention-weight', type=float, default=None,
+                        help='weighted variant: weight of correction samples (default: config)')
+    parser.add_argument('--finetune', action='store_true',
+                        help='retrain each round from the previous policy, not from scratch')
+    parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
+                        help='training config override, as `bc-robot train --set`')
+    parser.add_argument('--executor', default='rtc', choices=('sync', 'ensemble', 'async', 'rtc'))
+    parser.add_argument('--timeout', type=float, default=30.0,
+                        help='sim seconds per policy episode (30)')
+    parser.add_argument('--threads', type=int, default=2, help='torch CPU threads (2)')
+    parser.add_argument('--seed', type=int, default=0, help='training seed')
+    parser.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
+    parser.add_argument('--domain-id', type=int, default=None,
+                        help='ROS_DOMAIN_ID to use (default: a private random one, localhost)')
+
+
+def run(args: argparse.Namespace) -> int:
+    from bc_robot.learning.config import parse_override
+    from bc_robot.orchestrate.episodes import EpisodeSettings
+    from bc_robot.orchestrate.graphs import GraphError
+    from bc_robot.orchestrate.loop import LoopSettings, run_loop
+    from bc_robot.orchestrate.ros import RosLink, private_domain
+    from bc_robot.orchestrate.training import TrainSettings
+    try:
+        overrides = dict(parse_override(item) for item in args.set)
+        settings = LoopSettings(
+            demos=args.demos, rounds=args.rounds, corrections=args.corrections,
+            eval_episodes=args.eval_episodes, variants=tuple(dict.fromkeys(args.variants)),
+            task=args.task, executor=args.executor, finetune=args.finetune,
+            episode=EpisodeSettings(timeout=args.timeout),
+            train=TrainSettings(head=args.head, steps=args.steps, batch_size=args.batch_size,
+                                image_size=args.image_size, threads=args.threads,
+                                seed=args.seed, device=args.device,
+                                intervention_weight=args.intervention_weight,
+                                overrides=overrides))
+        domain = private_domain(args.domain_id)
+    except ValueError as exc:
+        print(f'bc-robot loop: {exc}', file=sys.stderr)
+        return 2
+    out = Path(args.output or f'out/loop-{time.strftime("%Y%m%d-%H%M%S")}').expanduser().resolve()
+    logging.getLogger('OpenGL').setLevel(logging.WARNING)
+    print(f'bc-robot loop: {settings.demos} demos, {settings.rounds} round(s) x '
+          f'{settings.corrections} corrections, {settings.eval_episodes} evaluation episodes, '
+          f'variants {", ".join(settings.variants)}; ROS_DOMAIN_ID={domain}; output {out}',
+          flush=True)
+    link = RosLink('bc_robot_loop')
+    try:
+        results = run_loop(link, out, settings, say=lambda text: print(text, flush=True))
+    except (GraphError, ValueError, TimeoutError) as exc:
+        print(f'bc-robot loop: {exc}', file=sys.stderr)
+        return 1
+    finally:
+        link.close()
+    print(f'loop done in {results["elapsed_s"]:.0f} s: {out / "loop.md"}, {out / "loop.png"}, '
+          f'{out / "results.json"}')
+    errors = sum(r['errors'] for r in results['rows'])
+    return 0 if errors == 0 else 1

@@ -1,0 +1,198 @@
+"""The whole imitation loop on the simulated arm (`bc-robot loop`):
+
+    record N demonstrations through teleop (record graph, scripted human on the SpaceMouse)
+      → train → evaluate on the deploy graph (fixed seeds, the expert only watching)
+      → HG-DAgger rounds: deploy with the expert in correction mode (pedal takeovers,
+        corrections recorded by the teleop node) → aggregate → retrain → evaluate again
+
+for each aggregation variant (`plain`, `weighted`, see `training`). Round 1 collects
+corrections once with the shared BC policy; later rounds collect with each variant's own
+policy. Every evaluation uses the same scene seeds, so rounds are compared on the same
+scenes. Output: results.json, loop.md (table) and loop.png (success against round and
+against labelled samples) in the output folder.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from bc_robot.orchestrate.episodes import EpisodeSettings
+from bc_robot.orchestrate.evaluate import TASKS, DeploySettings, EvalResult, evaluate
+from bc_robot.orchestrate.record import record_demos
+from bc_robot.orchestrate.report import loop_figure, loop_table, rate_text, write_json
+from bc_robot.orchestrate.ros import RosLink
+from bc_robot.orchestrate.training import (VARIANTS, TrainOutcome, TrainSettings, camera_names,
+                                           train_policy)
+from bc_robot.recording.episode import read_episode_json
+
+log = logging.getLogger('bc_robot.orchestrate')
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """Budgets of one loop run (tiny ones make a CI smoke run, see docs/loop.md)."""
+
+    demos: int = 10
+    rounds: int = 2
+    corrections: int = 10          # correction episodes per round (and per variant after 1)
+    eval_episodes: int = 20
+    variants: tuple[str, ...] = VARIANTS
+    task: str = 'push'
+    executor: str = 'rtc'
+    train: TrainSettings = field(default_factory=TrainSettings)
+    episode: EpisodeSettings = field(default_factory=EpisodeSettings)
+    demo_timeout: float = 30.0     # the expert's own limit per demonstration (sim s)
+    eval_seed: int = 0             # evaluation scenes: eval_seed + k
+    demo_seed: int = 1000          # demonstration scenes: demo_seed + 1 … demo_seed + N
+    correction_seed: int = 2000    # round r: correction_seed + 100 r + k
+    finetune: bool = False         # retrain from the previous policy instead of from scratch
+    sim: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, low, high in (('demos', 1, 1000), ('rounds', 0, 20), ('corrections', 1, 1000),
+                                ('eval_episodes', 1, 1000)):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and low <= value <= high):
+                raise ValueError(f'{name} = {value!r} must be an int in [{low}, {high}]')
+        unknown = [v for v in self.variants if v not in VARIANTS]
+        if unknown or not self.variants:
+            raise ValueError(f'variants {list(self.variants)} must be a non-empty subset of '
+                             f'{list(VARIANTS)}')
+        if self.task not in TASKS:
+            raise ValueError(f'task {self.task!r} is not one of {", ".join(TASKS)}')
+        if not 1.0 <= self.demo_timeout <= 600.0:
+            raise ValueError(f'demo_timeout = {self.demo_timeout} must be in [1, 600] s')
+
+
+def _collected(outcomes) -> list[Path]:
+    """Recorded correction episodes that were finalized (saved)."""
+    folders = []
+    for o in outcomes:
+        if not o.episode_dir:
+            continue
+        try:
+            if read_episode_json(o.episode_dir).get('status') == 'saved':
+                folders.append(Path(o.episode_dir))
+        except (ValueError, OSError) as exc:
+            log.warning('correction episode %s unreadable, left out: %s', o.episode_dir, exc)
+    return folders
+
+
+def _row(variant: str, round_: int, result: EvalResult, trained: TrainOutcome,
+         collection: dict[str, Any] | None) -> dict[str, Any]:
+    s = result.summary
+    return {'variant': variant, 'round': round_, 'episodes': s['episodes'],
+            'successes': s['successes'], 'success_rate': s['success_rate'],
+            'time_to_success_s': s['time_to_success_s']['p50'], 'errors': s['errors'],
+            'samples': trained.samples, 'model': str(trained.model_dir),
+            'train_seconds': round(trained.seconds, 1), 'metrics': trained.metrics,
+            'collection_interventions': None if collection is None else collection['interventions'],
+            'collection': collection}
+
+
+def run_loop(link: RosLink, out: Path, settings: LoopSettings,
+             say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the loop into `out`; returns (and writes to results.json) every row."""
+    out = Path(out).resolve()
+    work, runs, models = out / 'work', out / 'runs', out / 'models'
+    for folder in (work, runs, models):
+        folder.mkdir(parents=True, exist_ok=True)
+    began = time.monotonic()
+    cameras = camera_names(settings.train)
+    sim = {'cameras': cameras, **settings.sim}
+    eval_seeds = [settings.eval_seed + k for k in range(settings.eval_episodes)]
+    results: dict[str, Any] = {'settings': _settings_json(settings), 'rows': [], 'phases': []}
+
+    def phase(title: str, data: dict[str, Any]) -> None:
+        results['phases'].append({'phase': title, 'elapsed_s': round(time.monotonic() - began, 1),
+                                  **data})
+        write_json(out / 'results.json', results)
+
+    def deploy(model: Path, **kw) -> DeploySettings:
+        return DeploySettings(model=model, task=settings.task, executor=settings.executor,
+                              episode=settings.episode, sim=sim, **kw)
+
+    def evaluation(name: str, model: Path) -> EvalResult:
+        result = evaluate(link, work, name, deploy(model), eval_seeds)
+        s = result.summary
+        say(f'  evaluation {name}: success {rate_text(s["successes"], s["episodes"])}')
+        return result
+
+    say(f'[loop] recording {settings.demos} demonstrations through teleop …')
+    record = record_demos(link, work, 'record', settings.demos, out / 'demos', settings.task,
+                          settings.demo_seed, settings.demo_seed, settings.demo_timeout, sim)
+    say(f'  {len(record.episodes)} episodes recorded, expert success '
+        f'{record.expert.get("successes", 0)}/{record.expert.get("episodes", 0)} '
+        f'({record.seconds:.0f} s)')
+    phase('record', record.to_json())
+
+    say('[loop] training the BC policy on the demonstrations …')
+    base = train_policy(record.episodes, runs / 'bc', models / 'bc', settings.train, 'plain')
+    say(f'  {base.samples["labelled"]} labelled samples, {base.seconds:.0f} s')
+    phase('train bc', base.to_json())
+    ev = evaluation('eval-bc', base.model_dir)
+    results['rows'].append(_row('bc', 0, ev, base, None))
+    phase('eval bc', ev.to_json())
+
+    data = {v: list(record.episodes) for v in settings.variants}
+    current = {v: base for v in settings.variants}
+    for round_ in range(1, settings.rounds + 1):
+        collected: dict[str, tuple[list[Path], dict[str, Any]]] = {}
+        seeds = [settings.correction_seed + 100 * round_ + k for k in range(settings.corrections)]
+        for variant in settings.variants:
+            key = str(current[variant].model_dir)
+            if key not in collected:
+                tag = 'shared' if round_ == 1 else variant
+                say(f'[loop] round {round_}: {settings.corrections} correction episodes with '
+                    f'policy {current[variant].model_dir.name} (expert on the pedal) …')
+                result = evaluate(
+                    link, work, f'collect-r{round_}-{tag}',
+                    deploy(current[variant].model_dir, intervene=True, record=True,
+                           output_dir=out / 'corrections' / f'round{round_}-{tag}'),
+                    seeds)
+                episodes = _collected(result.outcomes)
+                s = result.summary
+                collected[key] = (episodes, {
+                    'episodes': s['episodes'], 'recorded': len(episodes),
+                    'successes': s['successes'], 'interventions': s['interventions'],
+                    'intervention_time_s': s['intervention_time_s'],
+                    'autonomous_successes': s['autonomous_successes']})
+                say(f'  {s["interventions"]} interventions in {s["episodes_with_intervention"]}'
+                    f'/{s["episodes"]} episodes, {len(episodes)} recorded')
+                phase(f'collect round {round_} {tag}', result.to_json())
+            data[variant] += collected[key][0]
+        for variant in settings.variants:
+            name = f'{variant}-r{round_}'
+            say(f'[loop] round {round_}: retraining ({variant}) on {len(data[variant])} '
+                f'episodes …')
+            init = current[variant].run_dir if settings.finetune else None
+            trained = train_policy(data[variant], runs / name, models / name, settings.train,
+                                   variant, init=init)
+            phase(f'train {name}', trained.to_json())
+            ev = evaluation(f'eval-{name}', trained.model_dir)
+            results['rows'].append(_row(variant, round_, ev, trained,
+                                        collected[str(current[variant].model_dir)][1]))
+            phase(f'eval {name}', ev.to_json())
+            current[variant] = trained
+    results['elapsed_s'] = round(time.monotonic() - began, 1)
+    write_json(out / 'results.json', results)
+    loop_figure(out / 'loop.png', results['rows'])
+    table = loop_table(results['rows'])
+    (out / 'loop.md').write_text(
+        f'# bc-robot loop\n\n{settings.task}, {settings.demos} demonstrations, '
+        f'{settings.rounds} HG-DAgger round(s) of {settings.corrections} correction episodes, '
+        f'{settings.eval_episodes} evaluation episodes (seeds {eval_seeds[0]}..'
+        f'{eval_seeds[-1]}), head {settings.train.head}, {settings.train.steps} steps; '
+        f'{results["elapsed_s"]:.0f} s.\n\n{table}\n\n![success](loop.png)\n')
+    say(table)
+    return results
+
+
+def _settings_json(settings: LoopSettings) -> dict[str, Any]:
+    data = {k: v for k, v in vars(settings).items() if k not in ('train', 'episode')}
+    data['train'] = {k: v for k, v in vars(settings.train).items()}
+    data['episode'] = dict(vars(settings.episode))
+    return data

@@ -1,0 +1,91 @@
+"""Record demonstrations through the record graph (`sim:=true`): the scripted human drives
+the SpaceMouse and button topics (sim_expert `mode: teleop`), the teleop node integrates
+them and records one rosbag2 (MCAP) episode per demonstration, exactly as with a person."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bc_robot.orchestrate.graphs import GraphError, GraphRun
+from bc_robot.orchestrate.ros import RosLink
+from bc_robot.recording.episode import read_episode_json
+
+log = logging.getLogger('bc_robot.orchestrate')
+
+
+@dataclass
+class RecordResult:
+    episodes: list[Path]
+    expert: dict[str, Any]
+    seconds: float
+    log_path: Path
+
+    def to_json(self) -> dict[str, Any]:
+        return {'episodes': [str(p) for p in self.episodes], 'expert': self.expert,
+                'seconds': self.seconds, 'log': str(self.log_path)}
+
+
+def _episode_folders(folder: Path) -> set[Path]:
+    return {p for p in folder.iterdir() if p.is_dir() and not p.name.startswith('.')} \
+        if folder.is_dir() else set()
+
+
+def _finalized(folder: Path) -> bool:
+    try:
+        return read_episode_json(folder).get('status') not in (None, 'recording')
+    except (ValueError, OSError):
+        return False
+
+
+def record_demos(link: RosLink, work: Path, name: str, count: int, output_dir: Path,
+                 task: str = 'push', seed: int = 1000, expert_seed: int = 1000,
+                 episode_timeout: float = 30.0, sim: dict[str, Any] | None = None,
+                 ready_timeout: float = 120.0) -> RecordResult:
+    """`count` demonstrations into `output_dir` (scene seeds seed+1 … seed+count); returns
+    the new episode folders in recording order and the expert's own summary."""
+    if not 1 <= count <= 10_000:
+        raise ValueError(f'demonstration count {count} must be in [1, 10000]')
+    output_dir = Path(output_dir).resolve()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    summary_path = Path(work) / f'{name}.expert.json'
+    summary_path.unlink(missing_ok=True)
+    before = _episode_folders(output_dir)
+    params = {
+        'sim_arm': {'task': task, 'seed': int(seed), **(sim or {})},
+        'sim_expert': {'episodes': int(count), 'seed': int(expert_seed),
+                       'episode_timeout': float(episode_timeout),
+                       'summary_path': str(summary_path)},
+    }
+    graph = GraphRun('record', work, name, link, {'sim': 'true', 'output_dir': str(output_dir)},
+                     params)
+    began = time.monotonic()
+    expert: dict[str, Any] = {}
+    # generous: a loaded machine runs the sim slower than real time
+    deadline = began + ready_timeout + count * (3.0 * episode_timeout + 20.0)
+    with graph:
+        graph.wait_ready(ready_timeout)
+        done = -1
+        while True:
+            graph.check()
+            if summary_path.is_file():
+                try:
+                    expert = json.loads(summary_path.read_text())
+                except ValueError:
+                    pass  # being replaced right now: read it on the next pass
+                if expert.get('episodes', 0) != done:
+                    done = expert.get('episodes', 0)
+                    log.info('demonstrations: %d/%d recorded (%d successful)', done, count,
+                             expert.get('successes', 0))
+            new = _episode_folders(output_dir) - before
+            if done >= count and len(new) >= count and all(_finalized(p) for p in new):
+                break
+            if time.monotonic() > deadline:
+                raise GraphError(f'record graph ({name}): {done}/{count} demonstrations after '
+                                 f'{time.monotonic() - began:.0f} s; log {graph.log_path}')
+            time.sleep(0.5)
+    episodes = sorted(_episode_folders(output_dir) - before, key=lambda p: p.name)
+    return RecordResult(episodes, expert, time.monotonic() - began, graph.log_path)

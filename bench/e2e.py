@@ -1,0 +1,169 @@
+"""End-to-end real-time chunking experiment on our stack: a trained policy on the full deploy
+graph (simulated arm, `sim:=true`) under injected inference delay × chunk executor.
+
+    .venv/bin/python bench/e2e.py --json out.json
+    .venv/bin/python bench/e2e.py --model models/default --episodes 10 --delays 0 100 200 300 \\
+        --executors sync ensemble async rtc --json out.json
+
+For every (delay, executor) a fresh deploy graph runs the same seeded episodes with the
+scripted expert only watching (no takeovers); `inject_delay_ms` is the policy node's own
+parameter (the delay is added to every inference). Per condition:
+
+- success rate (with a 95 % Wilson interval) from /sim/task_state;
+- idle ticks: control ticks after an episode's first action with no action ready (the arm
+  waits), from the policy node's per-tick trace (`stats_path` dump);
+- largest chunk-boundary step: the target's move on the first tick of a new chunk (what the
+  arm feels at a boundary), with the typical move between ticks inside chunks;
+- task time: sim seconds to success (successful episodes);
+- obs→target latency.
+
+Prints median/p99/max and writes everything as JSON; never a pass/fail. It also states
+whether rtc keeps ≥ 90 % of its zero-delay success at 200 ms and how the executors order
+under delay (rtc ≥ async ≥ ensemble > sync is the expected result).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+EXECUTORS = ('sync', 'ensemble', 'async', 'rtc')
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--model', default='default',
+                        help='policy folder or a name under models/ (default: default)')
+    parser.add_argument('--executors', nargs='+', default=list(EXECUTORS), choices=EXECUTORS)
+    parser.add_argument('--delays', nargs='+', type=float, default=[0, 100, 200, 300],
+                        help='injected inference delays (ms)')
+    parser.add_argument('--episodes', type=int, default=10, help='episodes per condition')
+    parser.add_argument('--seed', type=int, default=0, help='first scene seed')
+    parser.add_argument('--task', default='push', choices=('push', 'reach'))
+    parser.add_argument('--timeout', type=float, default=30.0, help='sim s per episode')
+    parser.add_argument('--output', default=None, help='work folder (logs, dumps)')
+    parser.add_argument('--json', default=None, help='write the figures here')
+    parser.add_argument('--domain-id', type=int, default=None)
+    return parser.parse_args(argv)
+
+
+def condition_figures(result, delay: float, executor: str) -> dict:
+    from bc_robot.orchestrate.stats import percentiles, wilson_interval
+    s, chunking = result.summary, result.chunking
+    lo, hi = wilson_interval(s['successes'], s['episodes'])
+    times = [o.time_to_success for o in result.outcomes if o.success]
+    return {
+        'delay_ms': delay, 'executor': executor, 'episodes': s['episodes'],
+        'successes': s['successes'], 'success_rate': s['success_rate'],
+        'success_ci95': [lo, hi], 'errors': s['errors'],
+        'idle_ticks': chunking.get('idle_ticks', math.nan),
+        'idle_fraction': chunking.get('idle_fraction', math.nan),
+        'largest_boundary_step_mm': chunking.get('largest_boundary_step_mm', math.nan),
+        'boundary_step_mm': chunking.get('boundary_step_mm', {}),
+        'typical_step_mm': chunking.get('typical_step_mm', math.nan),
+        'task_time_s': percentiles(times),
+        'obs_to_target_ms': result.latency.get('obs_to_target_ms', {}),
+        'delay_measured_ms': result.latency.get('delay_ms', {}),
+        'log': str(result.log_path),
+    }
+
+
+def observations(rows: list[dict], delays: list[float]) -> list[str]:
+    """The claims the experiment is about, stated from the figures (never asserted)."""
+    rate = {(r['delay_ms'], r['executor']): r['success_rate'] for r in rows}
+    notes = []
+    if (0, 'rtc') in rate and (200, 'rtc') in rate:
+        zero, at200 = rate[(0, 'rtc')], rate[(200, 'rtc')]
+        keep = at200 / zero if zero > 0 else math.nan
+        notes.append(f'rtc keeps {100 * keep:.0f} % of its zero-delay success at 200 ms '
+                     f'({100 * at200:.0f} % vs {100 * zero:.0f} %): '
+                     f'{"meets" if keep >= 0.9 else "misses"} the >= 90 % target'
+                     if math.isfinite(keep) else 'rtc has no zero-delay success to compare with')
+    for delay in delays:
+        if delay <= 0:
+            continue
+        present = [e for e in ('rtc', 'async', 'ensemble', 'sync') if (delay, e) in rate]
+        if len(present) < 2:
+            continue
+        values = [rate[(delay, e)] for e in present]
+        ordered = all(a >= b for a, b in zip(values, values[1:]))
+        text = ' '.join(f'{e} {100 * v:.0f} %' for e, v in zip(present, values))
+        notes.append(f'{delay:g} ms: {text} — '
+                     f'{"ordered rtc >= async >= ensemble >= sync" if ordered else "not in the expected order"}')
+    return notes
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+    logging.getLogger('OpenGL').setLevel(logging.WARNING)
+    from bc_robot.graph import resolve_model
+    from bc_robot.orchestrate.episodes import EpisodeSettings
+    from bc_robot.orchestrate.evaluate import DeploySettings, evaluate
+    from bc_robot.orchestrate.report import fmt
+    from bc_robot.orchestrate.ros import RosLink, private_domain
+    model = Path(resolve_model(args.model))
+    if not (model / 'policy.json').is_file():
+        print(f'bench/e2e.py: no policy in {model}; pass --model FOLDER (e.g. one from '
+              f'`bc-robot loop`, under <output>/models/)', file=sys.stderr)
+        return 2
+    domain = private_domain(args.domain_id)
+    work = Path(args.output or f'out/e2e-{time.strftime("%Y%m%d-%H%M%S")}').resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    seeds = [args.seed + k for k in range(args.episodes)]
+    print(f'e2e: model {model}, executors {args.executors}, delays {args.delays} ms, '
+          f'{args.episodes} episodes each (seeds {seeds[0]}..{seeds[-1]}), domain {domain}, '
+          f'work {work}', flush=True)
+    rows = []
+    link = RosLink('bc_robot_e2e')
+    began = time.monotonic()
+    try:
+        for delay in args.delays:
+            for executor in args.executors:
+                settings = DeploySettings(model=model, task=args.task, executor=executor,
+                                          inject_delay_ms=delay,
+                                          episode=EpisodeSettings(timeout=args.timeout))
+                result = evaluate(link, work, f'{executor}-{int(delay)}ms', settings, seeds)
+                row = condition_figures(result, delay, executor)
+                rows.append(row)
+                print(f'{executor:>8} {delay:5.0f} ms: success {row["successes"]}/'
+                      f'{row["episodes"]}, idle ticks {row["idle_ticks"]}, largest boundary '
+                      f'step {fmt(row["largest_boundary_step_mm"])} mm, task time p50 '
+                      f'{fmt(row["task_time_s"]["p50"])} s', flush=True)
+                if args.json:
+                    Path(args.json).write_text(json.dumps({'rows': rows}, indent=1))
+    finally:
+        link.close()
+    print('\n| delay (ms) | executor | success | idle ticks | largest boundary step (mm) '
+          '| typical step (mm) | task time p50 / p99 / max (s) | obs→target p50 / p99 / '
+          'max (ms) |')
+    print('| --- | --- | --- | --- | --- | --- | --- | --- |')
+    for r in rows:
+        t, lat = r['task_time_s'], r['obs_to_target_ms']
+        print(f'| {r["delay_ms"]:g} | {r["executor"]} | {r["successes"]}/{r["episodes"]} | '
+              f'{r["idle_ticks"]} | {fmt(r["largest_boundary_step_mm"])} | '
+              f'{fmt(r["typical_step_mm"])} | {fmt(t.get("p50"))} / {fmt(t.get("p99"))} / '
+              f'{fmt(t.get("max"))} | {fmt(lat.get("p50"))} / {fmt(lat.get("p99"))} / '
+              f'{fmt(lat.get("max"))} |')
+    notes = observations(rows, args.delays)
+    for note in notes:
+        print('- ' + note)
+    summary = {'model': str(model), 'episodes': args.episodes, 'seeds': seeds,
+               'task': args.task, 'timeout_s': args.timeout,
+               'elapsed_s': round(time.monotonic() - began, 1), 'rows': rows,
+               'observations': notes}
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=1))
+        print(f'wrote {args.json}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Export: every head becomes policy.onnx + policy.json (opset ≥ 17, whole sampler inside),
+ONNX Runtime agrees with torch on held-out observations with the same noise and prefix,
+the project's runtime backend accepts the artifact, and a disagreement writes nothing."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from bc_robot.core.spec import CameraSpec, NormStats, load_spec
+from bc_robot.learning.config import ModelConfig
+from bc_robot.learning.export import ExportParityError, export_policy, ort_session
+from bc_robot.learning.policy import BCPolicy, ExportModule, PolicyArch
+
+HEADS = ['mse', 'gmm', 'discrete', 'act', 'diffusion', 'flow']
+CAMERAS = (CameraSpec('front', 16, 20), CameraSpec('wrist', 16, 16))
+STATE_KEYS = ('ee_position', 'ee_rot6d', 'gripper')
+
+
+def _stats() -> dict[str, NormStats]:
+    rng = np.random.default_rng(0)
+    mean = np.r_[0.5, 0.0, 0.2, 1, 0, 0, 0, -1, 0, 0.5]
+    std = np.r_[0.1, 0.1, 0.05, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.4]
+    stats = NormStats(mean=tuple(mean), std=tuple(std), low=tuple(mean - 2 * std),
+                      high=tuple(mean + 2 * std))
+    state = NormStats(mean=tuple(mean + rng.normal(0, 0.01, 10)), std=tuple(std * 2))
+    return {'action': stats, 'state': state}
+
+
+def _policy(head: str, options: dict | None = None) -> BCPolicy:
+    torch.manual_seed(0)
+    arch = PolicyArch(head=head, cameras=CAMERAS, state_keys=STATE_KEYS, history=2,
+                      chunk_length=4, control_rate_hz=20.0,
+                      action_representation='ee_pose_rot6d_gripper',
+                      model=ModelConfig(channels=(8, 16), keypoints=8, d_model=32,
+                                        state_hidden=16, head_options=options or {}))
+    return BCPolicy(arch, _stats())
+
+
+def _observations(count: int, seed: int = 1) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [{'image.front': rng.integers(0, 256, (2, 16, 20, 3), dtype=np.uint8),
+             'image.wrist': rng.integers(0, 256, (2, 16, 16, 3), dtype=np.uint8),
+             'state': (np.r_[0.5, 0, 0.2, 1, 0, 0, 0, -1, 0, 1] + rng.normal(0, 0.05, (2, 10)))
+             .astype(np.float32)} for _ in range(count)]
+
+
+@pytest.mark.parametrize('head', HEADS)
+def test_every_head_exports_with_parity_and_runs_in_the_runtime(head, tmp_path):
+    options = {'hidden': 16} if head == 'discrete' else {}
+    policy = _policy(head, options)
+    result = export_policy(policy, _stats(), tmp_path / head, _observations(4),
+                           provenance={'data': ['synthetic']})
+    assert result.max_error <= 1e-3
+    spec = load_spec(tmp_path / head)
+    assert spec.head == head and spec.chunk_length == 4 and spec.action_dim == 10
+    assert spec.accepts_prefix == (head in ('flow', 'diffusion'))
+    assert (spec.input_named('noise') is not None) == (head in ('gmm', 'discrete', 'diffusion',
+                                                                'flow'))
+    assert spec.provenance['parity_max_error'] == result.max_error
+    assert spec.normalization['action'].mean == _stats()['action'].mean
+    model = onnx.load(str(tmp_path / head / 'policy.onnx'))
+    assert max(o.version for o in model.opset_import if o.domain in ('', 'ai.onnx')) >= 17
+    assert not any(n.op_type in ('RandomNormal', 'RandomNormalLike', 'RandomUniform',
+                                 'RandomUniformLike', 'Multinomial') for n in model.graph.node)
+
+    # The runtime's backend (what policy_node loads) accepts the artifact as is.
+    from bc_robot.runtime.onnx_backend import OnnxBackend
+    backend = OnnxBackend(tmp_path / head, providers='cpu', warmup=1)
+    observation = dict(_observations(1, seed=7)[0])
+    if spec.accepts_prefix:  # the policy node passes zero weights when it has no prefix
+        observation.update(prefix=np.zeros((4, 10), np.float32),
+                           prefix_weights=np.zeros(4, np.float32))
+    chunk = backend.infer(observation)
+    assert chunk.shape == (4, 10) and np.all(np.isfinite(chunk))
+    backend.close()
+
+
+@pytest.mark.parametrize('head', ['flow', 'diffusion'])
+def test_prefix_reaches_the_graph(head, tmp_path):
+    """The RTC prefix is an input of the exported sampler: a committed prefix changes the
+    chunk, all-zero weights ignore it."""
+    policy = _policy(head)
+    export_policy(policy, _stats(), tmp_path / head, _observations(2))
+    session = ort_session(tmp_path / head / 'policy.onnx')
+    obs = _observations(1, seed=3)[0]
+    rng = np.random.default_rng(0)
+    base = {'image.front': obs['image.front'][None], 'image.wrist': obs['image.wrist'][None],
+            'state': obs['state'][None],
+            'noise': rng.standard_normal((1, 4, 10)).astype(np.float32),
+            'prefix': np.zeros((1, 4, 10), dtype=np.float32),
+            'prefix_weights': np.zeros((1, 4), dtype=np.float32)}
+    plain = session.run(['actions'], base)[0]
+    other_prefix = dict(base, prefix=np.ones((1, 4, 10), dtype=np.float32))
+    np.testing.assert_array_equal(session.run(['actions'], other_prefix)[0], plain)
+    weighted = dict(other_prefix, prefix_weights=np.array([[1, 1, 0.5, 0]], dtype=np.float32))
+    assert np.abs(session.run(['actions'], weighted)[0] - plain).max() > 1e-4
+
+
+def test_stochastic_heads_draw_from_the_noise_input(tmp_path):
+    export_policy(_policy('flow'), _stats(), tmp_path / 'flow', _observations(2))
+    session = ort_session(tmp_path / 'flow' / 'policy.onnx')
+    obs = _observations(1, seed=3)[0]
+    feed = {'image.front': obs['image.front'][None], 'image.wrist': obs['image.wrist'][None],
+            'state': obs['state'][None], 'prefix': np.zeros((1, 4, 10), np.float32),
+            'prefix_weights': np.zeros((1, 4), np.float32)}
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((1, 4, 10)).astype(np.float32) for _ in range(2))
+    first = session.run(['actions'], dict(feed, noise=a))[0]
+    assert np.array_equal(first, session.run(['actions'], dict(feed, noise=a))[0])
+    assert not np.allclose(first, session.run(['actions'], dict(feed, noise=b))[0])
+
+
+def test_disagreement_beyond_tolerance_writes_nothing(tmp_path):
+    out = tmp_path / 'model'
+    first = export_policy(_policy('mse'), _stats(), out, _observations(2))
+    before = (out / 'policy.onnx').read_bytes(), (out / 'policy.json').read_text()
+    assert first.max_error > 0  # float32 round-off differs between the two engines
+    torch.manual_seed(5)
+    changed = _policy('mse')
+    with torch.no_grad():
+        for p in changed.parameters():
+            p.add_(0.01)
+    with pytest.raises(ExportParityError, match=r'disagree on held-out sample 0.*nothing was'):
+        export_policy(changed, _stats(), out, _observations(2), tolerance=1e-12)
+    assert ((out / 'policy.onnx').read_bytes(), (out / 'policy.json').read_text()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['model']  # no temp folder left
+
+
+def test_export_module_inputs_follow_the_contract():
+    assert ExportModule(_policy('flow')).input_names() == [
+        'image.front', 'image.wrist', 'state', 'prefix', 'prefix_weights', 'noise']
+    assert ExportModule(_policy('act')).input_names() == ['image.front', 'image.wrist', 'state']
+    act = _policy('act', {'z_scale': 1.0})
+    assert ExportModule(act).input_names()[-1] == 'noise'
+    with pytest.raises(ValueError, match=r"unknown model.head_options \['bogus'\]"):
+        _policy('flow', {'bogus': 1})
