@@ -66,12 +66,17 @@ def start(module: str, params: dict, log_dir: Path, name: str) -> subprocess.Pop
 
 
 def stop(process: subprocess.Popen, timeout: float = 15.0) -> int:
-    if process.poll() is None:
+    """SIGINT as Ctrl-C; once more if the first went unanswered; SIGKILL last."""
+    for _ in range(2):
+        if process.poll() is not None:
+            break
         process.send_signal(signal.SIGINT)
         try:
-            return process.wait(timeout)
+            return process.wait(timeout / 2)
         except subprocess.TimeoutExpired:
-            process.kill()
+            continue
+    if process.poll() is None:
+        process.kill()
     return process.wait(5)
 
 

@@ -94,8 +94,14 @@ class Harness:
         assert wait_for(future.done, 10)
         return future.result()
 
-    def close(self):
+    def close(self, probe):
+        """Quiet the graph before the probe's executor shuts down: an rclpy executor that
+        shuts down with callbacks in flight reports 'destruction was requested' errors."""
         self.bridge.close()
+        self.arm_timer.cancel()
+        probe.executor.remove_node(self.bridge)
+        self.bridge.destroy_node()
+        time.sleep(0.1)  # let in-flight probe callbacks finish
 
 
 @pytest.fixture
@@ -108,7 +114,7 @@ def harness(probe):
 
     yield _make
     for h in made:
-        h.close()
+        h.close(probe)
 
 
 def test_idle_holds_measured_pose_then_tracks_policy(harness):

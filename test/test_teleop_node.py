@@ -47,8 +47,8 @@ class Rig:
                                  lambda m: self._add(self.events, json.loads(m.data)), COMMAND_QOS)
         node.create_subscription(String, '/bc/episode/state',
                                  lambda m: self._add(self.states, json.loads(m.data)), LATCHED_QOS)
-        self.twist = node.create_publisher(Twist, '/spacenav/twist', SENSOR_QOS)
-        self.joy = node.create_publisher(Joy, '/spacenav/joy', SENSOR_QOS)
+        self.twist = node.create_publisher(Twist, '/spacenav/twist', COMMAND_QOS)
+        self.joy = node.create_publisher(Joy, '/spacenav/joy', COMMAND_QOS)
         self.commanded = node.create_publisher(PoseStamped, '/target_pose', COMMAND_QOS)
         self.measured = node.create_publisher(PoseStamped, '/current_pose', SENSOR_QOS)
         self.policy = node.create_publisher(PoseStamped, '/bc/policy/target', COMMAND_QOS)

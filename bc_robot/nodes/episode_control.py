@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+from collections import deque
 from typing import Any
 
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -28,6 +29,9 @@ class EpisodeControl:
         self.by_name: dict[str, Any] = {}
         self.meta: dict[str, EpisodeMetadata] = {}
         self.last_error: str | None = None
+        self.policy_ages: deque = deque(maxlen=100_000)    # ms, /bc/policy/target age
+        self.policy_report: dict = {}                      # latest policy_node figures
+        self.policy_reports: deque = deque(maxlen=10_000)  # … during the episode
         self._published: dict | None = None
         self._events = node.create_publisher(String, p['episode_events_topic'], 10)
         self._state = node.create_publisher(String, p['episode_state_topic'], node.latched_qos)
@@ -40,6 +44,22 @@ class EpisodeControl:
     @property
     def recording(self) -> bool:
         return self.episodes.recording
+
+    def on_policy_target(self, stamp: float, now: float) -> None:
+        if stamp > 0 and self.episodes.recording:
+            self.policy_ages.append((now - stamp) * 1e3)
+
+    def on_diagnostics(self, msg) -> None:
+        """Keep the policy node's own latency figures (obs→target, inference) per episode."""
+        for status in msg.status:
+            if 'policy' in status.name and not status.name.startswith(self.node.get_name()):
+                report = {kv.key: kv.value for kv in status.values
+                          if '_ms' in kv.key or 'latency' in kv.key
+                          or kv.key in ('executor', 'provider', 'model', 'sha256')}
+                with self.node.lock:
+                    self.policy_report = report
+                    if self.episodes.recording:
+                        self.policy_reports.append(report)
 
     def _on_service(self, action: str, response: Trigger.Response) -> Trigger.Response:
         response.success, response.message = self.action(action, wait=True)
@@ -74,8 +94,8 @@ class EpisodeControl:
             self.by_name[name] = episode
             if previous is not None:
                 recorder.update(previous.name)
-            node.policy_ages.clear()
-            node.policy_reports.clear()
+            self.policy_ages.clear()
+            self.policy_reports.clear()
             writer = recorder.begin(name)
             self.event('start', now)
             return f'episode {name} started', writer
@@ -186,11 +206,11 @@ class EpisodeControl:
             meta.end_time = episode.end_time
             meta.interventions = episode.interventions()
             if self.episodes.current is episode:
-                report = dict(node.policy_report)
+                report = dict(self.policy_report)
                 meta.policy_latency = {
-                    'target_age_ms': latency_stats(list(node.policy_ages)),
+                    'target_age_ms': latency_stats(list(self.policy_ages)),
                     'reported_last': report,
-                    'reported_worst': _worst(node.policy_reports)}
+                    'reported_worst': _worst(self.policy_reports)}
                 if not meta.model and report:
                     meta.model = {k: report[k] for k in
                                   ('model', 'model_name', 'sha256', 'onnx_sha256') if k in report}

@@ -50,9 +50,6 @@ class TeleopNode(Node):
         self.model = model_info(p['model']) if p['model'] else {}
         self.lock = threading.RLock()
         self.task_state: dict = {}
-        self.policy_report: dict = {}
-        self.policy_ages: deque = deque(maxlen=100_000)
-        self.policy_reports: deque = deque(maxlen=10_000)
         self.periods: deque = deque(maxlen=500)
         self.counts = {'invalid_input': 0, 'ticks_without_pose': 0, 'recording_errors': 0}
         self._edges = ButtonEdges()
@@ -60,17 +57,21 @@ class TeleopNode(Node):
         self._last_tick: float | None = None
         self._last_publish: float | None = None
 
+        self.episodes = EpisodeControl(self)
         control = MutuallyExclusiveCallbackGroup()
         other = MutuallyExclusiveCallbackGroup()
 
         def sub(msg_type, topic, callback, qos, group=control):
             if topic:
                 self.create_subscription(msg_type, topic, callback, qos, callback_group=group)
-        sub(Twist, p['twist_topic'], self._on_twist, SENSOR_QOS)
-        sub(Joy, p['joy_topic'], lambda m: self._on_joy(m, True), SENSOR_QOS)
+        # buttons and the pedal are edges: a lost release must not be possible (joy_node and
+        # spacenav publish reliable); best_effort for drivers that only offer that
+        device = COMMAND_QOS if p['input_reliability'] == 'reliable' else SENSOR_QOS
+        sub(Twist, p['twist_topic'], self._on_twist, device)
+        sub(Joy, p['joy_topic'], lambda m: self._on_joy(m, True), device)
         if p['pedal_joy_topic'] != p['joy_topic']:
-            sub(Joy, p['pedal_joy_topic'], lambda m: self._on_joy(m, False), SENSOR_QOS)
-        sub(Bool, p['pedal_topic'], lambda m: self._on_pedal('bool', m.data), SENSOR_QOS)
+            sub(Joy, p['pedal_joy_topic'], lambda m: self._on_joy(m, False), device)
+        sub(Bool, p['pedal_topic'], lambda m: self._on_pedal('bool', m.data), device)
         sub(PoseStamped, p['commanded_pose_topic'],
             lambda m: self.commanded.set_commanded(pose_from_msg(m), self.now()), COMMAND_QOS)
         sub(Float64, p['commanded_gripper_topic'],
@@ -79,13 +80,12 @@ class TeleopNode(Node):
             lambda m: self.commanded.set_measured(pose_from_msg(m), self.now()), SENSOR_QOS)
         sub(PoseStamped, p['policy_target_topic'], self._on_policy, COMMAND_QOS)
         sub(String, p['task_state_topic'], self._on_task_state, LATCHED_QOS, other)
-        sub(DiagnosticArray, '/diagnostics', self._on_diagnostics, 10, other)
+        sub(DiagnosticArray, '/diagnostics', self.episodes.on_diagnostics, 10, other)
         self._target_pub = self.create_publisher(PoseStamped, p['teleop_target_topic'], COMMAND_QOS)
         self._label_pub = self.create_publisher(PoseStamped, p['teleop_label_topic'], COMMAND_QOS)
         self._gripper_pub = self.create_publisher(Float64, p['teleop_gripper_topic'], COMMAND_QOS)
         self._intervention_pub = self.create_publisher(Bool, p['intervention_topic'], LATCHED_QOS)
         self._diagnostics = DiagnosticsPublisher(self)
-        self.episodes = EpisodeControl(self)
         self.recorder = EpisodeRecorder(self, p, self.episodes.metadata)
         self.recorder.on_error = self.episodes.on_recording_error
         self.create_timer(1.0 / p['rate_hz'], self._tick, callback_group=control)
@@ -149,9 +149,7 @@ class TeleopNode(Node):
     def _on_policy(self, msg: PoseStamped) -> None:
         now = self.now()
         self.authority.policy_seen(now)
-        stamp = stamp_to_seconds(msg.header.stamp)
-        if stamp > 0 and self.episodes.recording:
-            self.policy_ages.append((now - stamp) * 1e3)
+        self.episodes.on_policy_target(stamp_to_seconds(msg.header.stamp), now)
 
     def _on_task_state(self, msg: String) -> None:
         try:
@@ -160,18 +158,6 @@ class TeleopNode(Node):
             return
         if isinstance(state, dict):
             self.task_state = dict(state, _received=self.now())
-
-    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
-        """Keep the policy node's own latency figures (obs→target, inference) per episode."""
-        for status in msg.status:
-            if 'policy' in status.name and not status.name.startswith(self.get_name()):
-                report = {kv.key: kv.value for kv in status.values
-                          if '_ms' in kv.key or 'latency' in kv.key
-                          or kv.key in ('executor', 'provider', 'model', 'sha256')}
-                with self.lock:
-                    self.policy_report = report
-                    if self.episodes.recording:
-                        self.policy_reports.append(report)
 
     # ---- authority ----
     def _apply_transition(self, transition: Transition) -> None:

@@ -24,6 +24,9 @@ TELEOP_PARAMS = [
     ParamSpec('joy_topic', '/spacenav/joy', f'{T}: Joy with the buttons (and axes if motion_source=joy)'),
     ParamSpec('pedal_joy_topic', '', f'{T}: Joy of a separate pedal device; empty = joy_topic'),
     ParamSpec('pedal_topic', '/bc/pedal', f'{T}: std_msgs/Bool pedal (true = pressed); empty = off'),
+    ParamSpec('input_reliability', 'reliable', 'QoS of SpaceMouse/Joy/pedal subscriptions: '
+              'reliable (no lost button or pedal edge) or best_effort (for drivers that only '
+              'publish best effort)', choices=('reliable', 'best_effort')),
     ParamSpec('commanded_pose_topic', '/target_pose', f'{T}: the bridge output = handover anchor'),
     ParamSpec('commanded_gripper_topic', '/gripper/target', f'{T}: the bridge gripper output'),
     ParamSpec('current_pose_topic', '/current_pose', f'{T}: measured TCP pose'),

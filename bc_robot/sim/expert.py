@@ -498,8 +498,8 @@ class RecordingHandshake:
         if now - self._since > self.give_up:
             return True, f'the teleop node did not {"start" if wanted else "stop"} recording'
         if now - self._pressed_at > self.repress_after:
-            self.press(now)
-            self._since = now - self.repress_after  # the give-up clock keeps running
+            self.buttons.press(JoyButtons.EPISODE)  # the give-up clock keeps running
+            self._pressed_at = now
             return False, 'episode button press missed; pressing again'
         return False, None
 
