@@ -2,7 +2,8 @@
 through the record graph (scripted human on the SpaceMouse topics, MCAP bags), a policy
 trained and exported, evaluated on the deploy graph, one HG-DAgger round with the expert on
 the pedal (corrections recorded), retraining for both aggregation variants, evaluation again,
-and the table + plot written. Every node is a real process talking DDS."""
+and the table + plot written. Every node is a real process talking DDS. The `reach` task
+keeps the scripted human's demonstrations short and reliable on a loaded CI machine."""
 from __future__ import annotations
 
 import json
@@ -28,7 +29,7 @@ def test_tiny_loop_records_trains_corrects_retrains_and_reports(tmp_path):
     with open(log_path, 'wb') as log:
         process = subprocess.run(
             [sys.executable, '-m', 'bc_robot.cli', 'loop', '--output', str(out),
-             '--demos', '2', '--rounds', '1', '--corrections', '1', '--eval-episodes', '1',
+             '--task', 'reach', '--demos', '2', '--rounds', '1', '--corrections', '1', '--eval-episodes', '1',
              '--steps', '20', '--image-size', '24x32', '--timeout', '5', '--threads', '1',
              '--domain-id', os.environ['ROS_DOMAIN_ID']],
             stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, timeout=LIMIT_S)
@@ -42,9 +43,10 @@ def test_tiny_loop_records_trains_corrects_retrains_and_reports(tmp_path):
         assert row['episodes'] == 1 and row['errors'] == 0
         assert (Path(row['model']) / 'policy.onnx').is_file()
     # demonstrations: real bags, labelled by the task state, human-driven
-    demos = sorted((out / 'demos').iterdir())
-    assert len(demos) == 2
-    expert = next(p for p in results['phases'] if p['phase'] == 'record')['expert']
+    record = next(p for p in results['phases'] if p['phase'] == 'record')
+    expert = record['expert']
+    demos = [Path(p) for p in record['episodes']]
+    assert expert['successes'] >= 2 and len(demos) == expert['episodes']
     for folder, result in zip(demos, expert['results']):
         meta = read_episode_json(folder)
         assert meta['status'] == 'saved' and meta['mode'] == 'demo'

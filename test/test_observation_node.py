@@ -81,7 +81,8 @@ def test_images_and_state_come_out_synchronized(probe, tmp_path):
     spec = make_spec(cameras=[CameraSpec('front', 16, 24)],
                      state_keys=('ee_position', 'gripper', 'joint_positions'))
     write_model(tmp_path, spec)
-    rig = Rig(probe, tmp_path)
+    # generous waits: on a loaded machine DDS may deliver the bracketing sample late
+    rig = Rig(probe, tmp_path, sync_wait=0.5, max_age=2.0)
     wait_subscribed(rig)
     published = []
     for k in range(40):
@@ -94,10 +95,14 @@ def test_images_and_state_come_out_synchronized(probe, tmp_path):
         if wait_for(lambda: len(rig.states) >= 3 and len(rig.images.get('front', [])) >= 3, 0.05):
             break
     assert wait_for(lambda: len(rig.states) >= 3 and len(rig.images.get('front', [])) >= 3, 10)
+    def key(msg):
+        return msg.header.stamp.sec, msg.header.stamp.nanosec
+    assert wait_for(lambda: {key(m) for m in rig.states} & {key(m) for m in rig.images['front']},
+                    10)
     with rig.lock:
-        state, image = rig.states[-1], None
-        by_stamp = {(m.header.stamp.sec, m.header.stamp.nanosec): m for m in rig.images['front']}
-    image = by_stamp[(state.header.stamp.sec, state.header.stamp.nanosec)]  # identical stamps
+        by_stamp = {key(m): m for m in rig.images['front']}
+        state = [m for m in rig.states if key(m) in by_stamp][-1]
+    image = by_stamp[key(state)]  # identical stamps
     assert image.encoding == 'rgb8' and (image.height, image.width) == (16, 24)
     rgb = image_msg_to_rgb8(image)
     assert rgb[..., 1].max() == 0 and rgb[..., 0].min() >= 100

@@ -227,6 +227,8 @@ def test_full_disk_stops_recording_with_a_clear_report_and_a_readable_bag(tiny_f
     counts = writer.report()['topics']['/blob']
     assert counts['received'] == 60
     assert counts['written'] + counts['dropped'] == 60 and counts['dropped'] > 0
+    from bc_robot.recording.writer import mcap_is_complete
+    assert mcap_is_complete(tiny_fs / 'ep' / 'ep.mcap')   # footer + summary restored
     kept = read_mcap(tiny_fs / 'ep' / 'ep.mcap')     # still opens: last checkpoint kept
     assert 0 < len(kept) <= counts['written']
     assert [s for _, s, _, _ in kept] == list(range(1, len(kept) + 1))

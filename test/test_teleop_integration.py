@@ -232,9 +232,12 @@ def test_dagger_interventions_are_recorded_as_segments(probe, launch_node, tmp_p
     segments = meta['interventions']['segments']
     assert meta['interventions']['count'] == 2 and all(s['policy_alive'] for s in segments)
     durations = [s['duration'] for s in segments]
-    for segment, (press, release) in zip(segments, pressed):   # loose: a loaded machine
-        assert segment['start'] == pytest.approx(press, abs=1.0)
-        assert segment['end'] == pytest.approx(release + 0.05, abs=1.0)
+    # each segment belongs to its press (ordering, not latency: the machine is shared)
+    for i, (segment, (press, release)) in enumerate(zip(segments, pressed)):
+        assert press - 0.5 <= segment['start'] <= release
+        assert release <= segment['end'] + 0.5
+        if i + 1 < len(pressed):
+            assert segment['end'] <= pressed[i + 1][0] + 0.5
     # the flips in the bag happen when the segments say (receive time vs node time)
     flips = [t / 1e9 for t, _ in flags[1:]]
     bounds = [b for s in segments for b in (s['start'], s['end'])]

@@ -101,14 +101,9 @@ def run_deployed(args: argparse.Namespace, model: Path) -> int:
           f'scripted expert {"may intervene" if settings.intervene else "watching only"}; '
           f'ROS_DOMAIN_ID={domain}; report in {out}', flush=True)
 
-    def progress(o) -> None:
-        what = f'error: {o.error}' if o.error else ('success' if o.success else 'failed')
-        print(f'  episode {o.index} (seed {o.seed}): {what} in {o.duration:.1f} s, '
-              f'{o.interventions} intervention(s)', flush=True)
-
     link = RosLink('bc_robot_demo')
     try:
-        result = evaluate(link, out, 'deploy', settings, seeds, progress)
+        result = evaluate(link, out, 'deploy', settings, seeds)
     except (GraphError, ValueError) as exc:
         return _fail(str(exc), 1)
     finally:

@@ -12,6 +12,7 @@ single spike does not move the estimate at all).
 from __future__ import annotations
 
 import math
+import threading
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -91,27 +92,31 @@ def summarize(values: Iterable[float]) -> dict[str, Any]:
 
 class SeriesRecorder:
     """Named bounded series of floats (the most recent `limit` values each), for per-tick
-    instrumentation that is summarized on /diagnostics and dumped as JSON on exit."""
+    instrumentation that is summarized on /diagnostics and dumped as JSON on exit.
+    Thread-safe: the control thread appends while the diagnostics callback reads."""
 
     def __init__(self, limit: int = 100_000) -> None:
         self.limit = limit
         self._series: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
 
     def add(self, name: str, value: float) -> None:
-        series = self._series.get(name)
-        if series is None:
-            series = self._series[name] = deque(maxlen=self.limit)
-        series.append(float(value))
+        with self._lock:
+            series = self._series.get(name)
+            if series is None:
+                series = self._series[name] = deque(maxlen=self.limit)
+            series.append(float(value))
 
     def values(self, name: str) -> list[float]:
-        return list(self._series.get(name, ()))
+        with self._lock:
+            return list(self._series.get(name, ()))
 
     def last(self, name: str, count: int) -> list[float]:
-        series = self._series.get(name, ())
-        return list(series)[-count:]
+        return self.values(name)[-count:]
 
     def names(self) -> list[str]:
-        return list(self._series)
+        with self._lock:
+            return list(self._series)
 
     def summary(self) -> dict[str, dict[str, Any]]:
-        return {name: summarize(series) for name, series in self._series.items()}
+        return {name: summarize(self.values(name)) for name in self.names()}

@@ -27,7 +27,7 @@ import yaml
 from bc_robot.core.spec import NormStats
 from bc_robot.learning.config import TrainConfig
 from bc_robot.learning.convert import EpisodeArrays
-from bc_robot.learning.dataset import (Batch, BatchSampler, ChunkDataset, compute_stats,
+from bc_robot.learning.dataset import (BatchSampler, ChunkDataset, compute_stats,
                                        split_episodes)
 from bc_robot.learning.plot import plot_losses
 from bc_robot.learning.policy import BCPolicy, PolicyArch

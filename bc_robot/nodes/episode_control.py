@@ -157,11 +157,14 @@ class EpisodeControl:
         msg = String(data=json.dumps(data))
         try:
             self._events.publish(msg)
-        except Exception:  # noqa: BLE001 - context already shut down (SIGINT): record directly
-            writer = self.node.recorder.writers.get(current.name) if current else None
-            if writer is not None:
-                writer.offer(self._events.topic_name, 'std_msgs/msg/String',
-                             serialize_message(msg), int(now * 1e9))
+        except Exception:  # noqa: BLE001 - context already shut down (SIGINT): nobody listens
+            pass
+        # Into the episode's bag directly (the same CDR bytes subscribers get): the start
+        # and stop events must be in it whatever the DDS latency is against the stop grace.
+        writer = self.node.recorder.writers.get(current.name) if current else None
+        if writer is not None and self._events.topic_name in self.node.recorder.direct_topics:
+            writer.offer(self._events.topic_name, 'std_msgs/msg/String',
+                         serialize_message(msg), int(now * 1e9))
 
     def publish_state(self) -> None:
         """Latched JSON state, published when it changes."""

@@ -168,8 +168,12 @@ class EpisodeRecorder:
             flush_period=params['flush_period'],
             min_free_bytes=int(params['min_free_mb']) * 1024 * 1024,
             fsync=params['fsync'], distro=params['ros_distro'])
-        self.tap = TopicTap(node, params['record_topics'], params['record_qos_depth']) \
-            if params['record'] else None
+        # the node's own episode events go into the bag directly, not through DDS
+        events = params['episode_events_topic']
+        self.direct_topics = {events} if events in params['record_topics'] else set()
+        topics = [t for t in params['record_topics'] if t not in self.direct_topics]
+        self.tap = TopicTap(node, topics, params['record_qos_depth']) if params['record'] \
+            else None
         self.writers: dict[str, EpisodeWriter] = {}
         self.on_error: Callable[[str, str], None] | None = None
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix='episode-io')

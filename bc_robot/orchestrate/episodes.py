@@ -99,10 +99,10 @@ class EpisodeDriver:
             log.warning('episode stop refused: %s', message)
         return message
 
-    def reset(self, seed: int) -> dict[str, Any]:
+    def reset(self, seed: int) -> tuple[dict[str, Any], np.ndarray]:
         """Steps 1-6 of the module docstring, repeated (at most `RESET_ATTEMPTS` times)
         until the arm starts within `home_tolerance` of home; returns the new scene's task
-        state."""
+        state and the measured TCP the episode starts from."""
         self._stop_recording()
         tcp = None
         for attempt in range(RESET_ATTEMPTS):
@@ -112,7 +112,7 @@ class EpisodeDriver:
             log.debug('reset to seed %d (attempt %d): %.2f s, TCP %.1f mm from home', seed,
                       attempt + 1, time.monotonic() - began, 1e3 * off)
             if off <= self.settings.home_tolerance:
-                return scene
+                return scene, tcp
         raise EpisodeError(f'after {RESET_ATTEMPTS} resets the TCP is at {tcp}, more than '
                            f'{self.settings.home_tolerance} m from home')
 
@@ -157,12 +157,13 @@ class EpisodeDriver:
         link, graph, s = self.link, self.graph, self.settings
         outcome = EpisodeOutcome(index=index, seed=int(seed))
         try:
-            scene = self.reset(seed)
+            scene, start = self.reset(seed)
         except (EpisodeError, TimeoutError, ValueError) as exc:
             outcome.error = f'reset: {exc}'
             log.error('episode %d (seed %d): %s', index, seed, outcome.error)
             return outcome
         outcome.scene = scene
+        outcome.start_tcp = [float(v) for v in start]
         episode_dir = None
         if s.record:
             ok, message = link.trigger(link.episode_clients['start'], s.service_timeout)

@@ -44,11 +44,16 @@ def _finalized(folder: Path) -> bool:
 def record_demos(link: RosLink, work: Path, name: str, count: int, output_dir: Path,
                  task: str = 'push', seed: int = 1000, expert_seed: int = 1000,
                  episode_timeout: float = 30.0, sim: dict[str, Any] | None = None,
-                 ready_timeout: float = 120.0) -> RecordResult:
-    """`count` demonstrations into `output_dir` (scene seeds seed+1 … seed+count); returns
-    the new episode folders in recording order and the expert's own summary."""
+                 ready_timeout: float = 120.0, max_attempts: int | None = None) -> RecordResult:
+    """Record until `count` demonstrations succeeded (the scripted human fails some, as
+    people do; failed ones stay on disk labelled `success: false`, which training skips) or
+    `max_attempts` (default 3 × count) were made. Scene seeds are seed+1, seed+2, …
+    Returns the saved episode folders in recording order and the expert's own summary."""
     if not 1 <= count <= 10_000:
         raise ValueError(f'demonstration count {count} must be in [1, 10000]')
+    attempts = max_attempts or 3 * count
+    if attempts < count:
+        raise ValueError(f'max_attempts {attempts} is below the count {count}')
     output_dir = Path(output_dir).resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
     summary_path = Path(work) / f'{name}.expert.json'
@@ -56,7 +61,7 @@ def record_demos(link: RosLink, work: Path, name: str, count: int, output_dir: P
     before = _episode_folders(output_dir)
     params = {
         'sim_arm': {'task': task, 'seed': int(seed), **(sim or {})},
-        'sim_expert': {'episodes': int(count), 'seed': int(expert_seed),
+        'sim_expert': {'episodes': int(attempts), 'seed': int(expert_seed),
                        'episode_timeout': float(episode_timeout),
                        'summary_path': str(summary_path)},
     }
@@ -65,7 +70,7 @@ def record_demos(link: RosLink, work: Path, name: str, count: int, output_dir: P
     began = time.monotonic()
     expert: dict[str, Any] = {}
     # generous: a loaded machine runs the sim slower than real time
-    deadline = began + ready_timeout + count * (3.0 * episode_timeout + 20.0)
+    deadline = began + ready_timeout + attempts * (3.0 * episode_timeout + 20.0)
     with graph:
         graph.wait_ready(ready_timeout)
         done = -1
@@ -78,14 +83,24 @@ def record_demos(link: RosLink, work: Path, name: str, count: int, output_dir: P
                     pass  # being replaced right now: read it on the next pass
                 if expert.get('episodes', 0) != done:
                     done = expert.get('episodes', 0)
-                    log.info('demonstrations: %d/%d recorded (%d successful)', done, count,
-                             expert.get('successes', 0))
-            new = _episode_folders(output_dir) - before
-            if done >= count and len(new) >= count and all(_finalized(p) for p in new):
+                    log.info('demonstrations: %d recorded, %d/%d successful', done,
+                             expert.get('successes', 0), count)
+            finished = expert.get('successes', 0) >= count or done >= attempts
+            saved = [p for p in _episode_folders(output_dir) - before if _finalized(p)]
+            if finished and len(saved) >= done:
                 break
             if time.monotonic() > deadline:
-                raise GraphError(f'record graph ({name}): {done}/{count} demonstrations after '
+                raise GraphError(f'record graph ({name}): {done} demonstrations after '
                                  f'{time.monotonic() - began:.0f} s; log {graph.log_path}')
-            time.sleep(0.5)
-    episodes = sorted(_episode_folders(output_dir) - before, key=lambda p: p.name)
+            time.sleep(0.2)
+    # an episode the expert began just before the graph stopped ends 'interrupted': left out
+    episodes = sorted((p for p in _episode_folders(output_dir) - before
+                       if _status(p) == 'saved'), key=lambda p: p.name)
     return RecordResult(episodes, expert, time.monotonic() - began, graph.log_path)
+
+
+def _status(folder: Path) -> str | None:
+    try:
+        return read_episode_json(folder).get('status')
+    except (ValueError, OSError):
+        return None

@@ -40,6 +40,7 @@ class EpisodeOutcome:
     wall_start: float = 0.0
     wall_end: float = 0.0
     scene: dict[str, Any] = field(default_factory=dict)
+    start_tcp: list[float] = field(default_factory=list)         # measured after the reset
     final: dict[str, Any] = field(default_factory=dict)
     path: list[list[float]] = field(default_factory=list)        # [t, x, y, z] of the TCP
     chunks: list[list[list[float]]] = field(default_factory=list)  # predicted [x, y, z] plans

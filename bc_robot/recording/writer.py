@@ -193,16 +193,20 @@ class CheckpointMcapWriter(McapWriter):
         bio.write(b'\x89MCAP\x30\r\n')
 
     def _write_at(self, offset: int, blob: bytes) -> None:
+        """Unbuffered positional write (a failed write must not leave bytes in a Python
+        buffer that a later flush would put somewhere)."""
+        fd = self._file.fileno()
         try:
-            self._file.seek(offset)
-            self._file.write(blob)
-            self._file.flush()
+            view = memoryview(blob)
+            written = 0
+            while written < len(view):
+                written += os.pwrite(fd, view[written:], offset + written)
             end = offset + len(blob)
             if end < self._file_end:
-                self._file.truncate(end)
+                os.ftruncate(fd, end)
             self._file_end = end
             if self.fsync:
-                os.fsync(self._file.fileno())
+                os.fsync(fd)
         except OSError:
             self._restore_tail()
             raise
@@ -210,11 +214,12 @@ class CheckpointMcapWriter(McapWriter):
     def _restore_tail(self) -> None:
         """After a failed write: cut back to the last good data and put the previous
         summary back (it fitted before, and truncating first frees the space)."""
+        fd = self._file.fileno()
         try:
-            self._file.seek(self._tail_start)
-            self._file.truncate(self._tail_start)
-            self._file.write(self._last_tail)
-            self._file.flush()
+            os.ftruncate(fd, self._tail_start)
+            written = 0
+            while written < len(self._last_tail):
+                written += os.pwrite(fd, self._last_tail[written:], self._tail_start + written)
             self._file_end = self._tail_start + len(self._last_tail)
         except OSError:
             LOG.exception('could not restore the MCAP summary of %s', self.path)
