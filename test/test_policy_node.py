@@ -108,7 +108,7 @@ def test_takeover_stops_publishing_and_release_infers_afresh(probe, model):
         assert wait_for(lambda: rig.count() >= 5, 20)
         rig.pub_intervention.publish(Bool(data=True))
         assert wait_for(lambda: rig.policy.runner.paused, 5)
-        time.sleep(0.1)   # a tick already in progress may still publish once
+        time.sleep(0.3)   # a tick already in progress may still publish once
         before = rig.count()
         time.sleep(0.5)
         assert rig.count() == before               # ten ticks: silence

@@ -659,6 +659,20 @@ class ChunkRunner:
         self._finish(generation, _Result(generation, chunk, stamp, max(0.0, now - stamp),
                                          inference_s, max(0.0, now - requested)))
 
+    def diagnostic_values(self, stats: dict[str, Any]) -> dict[str, Any]:
+        """The timing figures /diagnostics shows, in ms, from `stats()`."""
+        def ms(name: str, key: str) -> float | None:
+            value = stats['series'].get(name, {}).get(key)
+            return None if value is None else 1e3 * value
+        return {'delay_estimate_ms': 1e3 * stats['delay_estimate_s'],
+                'inference_ms_median': ms('inference_s', 'median'),
+                'inference_ms_p99': ms('inference_s', 'p99'),
+                'obs_to_target_ms_median': ms('obs_to_target_s', 'median'),
+                'obs_to_target_ms_p99': ms('obs_to_target_s', 'p99'),
+                'jitter_ms_p99': ms('jitter_s', 'p99'),
+                'queue_depth': (self.trace.last('queue_depth', 1) or [0])[0],
+                'last_error': stats['last_error'], 'last_warning': stats['last_warning']}
+
     def report(self) -> dict[str, Any]:
         """`stats()` plus every raw sample and the per-tick trace: the exit dump."""
         report = self.stats()

@@ -38,6 +38,8 @@ LATCHED_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
                          reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
+SIGNAL_POLL_S = 0.2  # longest a stop signal waits for the main thread
+
 # Diagnostic levels as plain ints (DiagnosticStatus uses bytes).
 OK, WARN, ERROR, STALE = 0, 1, 2, 3
 
@@ -76,6 +78,8 @@ def declare_parameters(node: Node, schema: ParamSchema,
         override = overrides.get(spec.name)
         if override is not None:
             given = _parameter_value(override)
+            if given is None and spec.value_type is list:
+                given = []  # rcl reads `[]` in a YAML file as "not set"
             problem = spec.check(given)
             if problem:
                 raise ValueError(f'{node.get_name()}: {problem}')
@@ -210,7 +214,10 @@ def run(node_factory: Callable[[], Node], args: list[str] | None = None,
     try:
         node = node_factory()
         executor.add_node(node)
-        executor.spin()
+        # spin_once with a timeout, not spin(): the main thread must come back to Python
+        # regularly, or a SIGINT/SIGTERM waits until some callback happens to fire.
+        while rclpy.ok():
+            executor.spin_once(timeout_sec=SIGNAL_POLL_S)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except ValueError as exc:

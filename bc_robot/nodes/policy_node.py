@@ -171,22 +171,10 @@ class PolicyNode(Node):
 
     def _publish_diagnostics(self) -> None:
         stats = self.runner.stats()
-        counters, series = stats['counters'], stats['series']
-
-        def ms(name: str, key: str):
-            value = series.get(name, {}).get(key)
-            return None if value is None else 1e3 * value
-
+        counters = stats['counters']
         values = {'executor': stats['executor'], 'provider': self.backend.provider,
                   'paused': self.runner.paused, **counters, 'refused_observations': self.refused,
-                  'delay_estimate_ms': 1e3 * stats['delay_estimate_s'],
-                  'inference_ms_median': ms('inference_s', 'median'),
-                  'inference_ms_p99': ms('inference_s', 'p99'),
-                  'obs_to_target_ms_median': ms('obs_to_target_s', 'median'),
-                  'obs_to_target_ms_p99': ms('obs_to_target_s', 'p99'),
-                  'jitter_ms_p99': ms('jitter_s', 'p99'),
-                  'queue_depth': self.runner.trace.last('queue_depth', 1),
-                  'last_error': stats['last_error'], 'last_warning': stats['last_warning']}
+                  **self.runner.diagnostic_values(stats)}
         idle = counters['idle_ticks'] - self._reported[0]
         bad = counters['invalid_chunks'] + counters['inference_errors'] - self._reported[1]
         if stats['last_error'] != self._reported[2] and stats['last_error']:
