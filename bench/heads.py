@@ -65,6 +65,8 @@ def bench_head(head: str, paths: list[Path], work: Path, args) -> dict:
     export_s = time.perf_counter() - began
     row = {'head': head, 'steps': result.step, 'train_s': result.seconds,
            'ms_per_step': 1000.0 * result.seconds / max(1, result.step),
+           # process CPU time (all threads): comparable on a shared, loaded machine
+           'cpu_ms_per_step': 1000.0 * result.metrics['train_cpu_seconds'] / max(1, result.step),
            'convert_s': convert_s, 'export_s': export_s,
            'onnx_mb': export.onnx_bytes / 1e6, 'parity_max_error': export.max_error,
            'val_loss': result.metrics.get('val_loss'),
@@ -81,13 +83,15 @@ def bench_head(head: str, paths: list[Path], work: Path, args) -> dict:
                 observation[name] = np.broadcast_to(mean, shape).copy()
         for _ in range(10):
             policy(observation)
-        times = []
+        times, cpu = [], []
         for _ in range(args.iterations):
             feed = policy.feed(observation)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             policy.session.run(['actions'], feed)
             times.append(time.perf_counter() - t0)
-        row[f'onnx_cpu_{threads}t'] = _stats(times)
+            cpu.append(time.process_time() - c0)
+        row[f'onnx_cpu_{threads}t'] = {**_stats(times),
+                                       'cpu_median_ms': 1000 * float(np.median(cpu))}
     return row
 
 
@@ -121,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
                             f'max {v["max_ms"]:.2f} ms' for k, v in row.items()
                             if k.startswith('onnx_cpu_'))
             print(f'{head:9s} train {row["steps"]} steps {row["train_s"]:.1f} s '
-                  f'({row["ms_per_step"]:.0f} ms/step)  export {row["export_s"]:.1f} s '
+                  f'({row["ms_per_step"]:.0f} ms/step wall, {row["cpu_ms_per_step"]:.0f} ms CPU)'
+                  f'  export {row["export_s"]:.1f} s '
                   f'{row["onnx_mb"]:.1f} MB  {ort}', flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({'data': [str(p) for p in paths] if args.data

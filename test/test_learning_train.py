@@ -127,3 +127,15 @@ def test_two_process_ddp_smoke_run(episodes, tmp_path):
     checkpoint = torch.load(run / 'checkpoints' / 'last.pt', weights_only=True)
     assert checkpoint['world_size'] == 2
     assert result.stdout.count('trained mse for 6 steps') == 1  # rank 0 reports
+
+
+def test_time_budget_stops_and_checkpoints(episodes, tmp_path, capsys):
+    """--max-cpu-minutes: the budget that means the same on a shared machine."""
+    run = tmp_path / 'budget'
+    code = main(['train', str(episodes / 'ep0'), '--head', 'mse', '--out', str(run),
+                 '--steps', '500', '--max-cpu-minutes', '0.001', *TINY])
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads((run / 'summary.json').read_text())
+    assert 1 <= summary['steps'] < 500 and summary['train_cpu_seconds'] > 0.06
+    assert torch.load(run / 'checkpoints' / 'last.pt', weights_only=True)['step'] == \
+        summary['steps']

@@ -231,11 +231,11 @@ def test_demo_runs_the_expert_in_direct_mode_over_topics_and_saves_frames(tmp_pa
     solving push episodes through /target_pose, frames saved as PNG."""
     out = tmp_path / 'demo'
     proc = subprocess.run([str(Path(sys.executable).with_name('bc-robot')), 'demo',
-                           '--episodes', '2', '--output', str(out)],
+                           '--episodes', '2', '--expert-only', '--output', str(out)],
                           capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert 'success rate: 2/2 (100 %)' in proc.stdout, proc.stdout
-    assert 'not part of it yet' in proc.stdout
+    assert 'no policy is deployed in this run' in proc.stdout
     summary = json.loads((out / 'summary.json').read_text())
     assert summary['mode'] == 'direct' and summary['successes'] == 2
     assert all(r['final_distance'] <= 0.02 for r in summary['results'])

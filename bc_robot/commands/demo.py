@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 
 NOTE = ('note: no policy is deployed in this run: the simulated arm is driven by the '
-        'scripted expert alone (no model under models/default; pass --model FOLDER or train '
-        'one with `bc-robot loop`).')
+        'scripted expert alone (deploy a model: models/default, or --model FOLDER, e.g. one '
+        'trained by `bc-robot loop`).')
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='the scripted expert only watches (no pedal takeovers)')
     parser.add_argument('--timeout', type=float, default=30.0,
                         help='sim seconds per episode before it counts as failed (default 30)')
+    parser.add_argument('--expert-only', action='store_true',
+                        help='run the scripted expert alone (no policy), even with a model')
     parser.add_argument('--domain-id', type=int, default=None,
                         help='ROS_DOMAIN_ID to use (default: a private random one, localhost)')
 
@@ -67,11 +69,13 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f'--timeout must be in [1, 600] s, got {args.timeout}')
     from bc_robot.graph import resolve_model
     model = Path(resolve_model(args.model or 'default'))
-    if not (model / 'policy.json').is_file() or not (model / 'policy.onnx').is_file():
-        if args.model:
-            return _fail(f'model folder {model} has no policy.json + policy.onnx')
-        print(f'bc-robot demo: no model in {model}: falling back to the scripted expert '
-              f'alone (sim_arm + sim_expert, direct mode).')
+    missing = not (model / 'policy.json').is_file() or not (model / 'policy.onnx').is_file()
+    if missing and args.model:
+        return _fail(f'model folder {model} has no policy.json + policy.onnx')
+    if missing or args.expert_only:
+        if missing:
+            print(f'bc-robot demo: no model in {model}: falling back to the scripted expert '
+                  f'alone (sim_arm + sim_expert, direct mode).')
         args.output = args.output or 'out/demo'
         args.timeout = max(args.timeout, 60.0)
         return run_expert_only(args)

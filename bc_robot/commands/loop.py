@@ -57,7 +57,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--executor', default='rtc', choices=('sync', 'ensemble', 'async', 'rtc'))
     parser.add_argument('--timeout', type=float, default=30.0,
                         help='sim seconds per policy episode (30)')
-    parser.add_argument('--threads', type=int, default=2, help='torch CPU threads (2)')
+    parser.add_argument('--threads', type=int, default=1,
+                        help='torch CPU threads (1: more threads than free cores make torch '
+                             'many times slower while the sim runs beside it)')
+    parser.add_argument('--side', default='random', choices=('random', 'left', 'right'),
+                        help='push: the scripted human approaches from this side (random: '
+                             'bimodal demonstrations, which an mse head averages)')
     parser.add_argument('--seed', type=int, default=0, help='training seed')
     parser.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
     parser.add_argument('--domain-id', type=int, default=None,
@@ -77,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
             demos=args.demos, rounds=args.rounds, corrections=args.corrections,
             eval_episodes=args.eval_episodes, variants=tuple(dict.fromkeys(args.variants)),
             task=args.task, executor=args.executor, finetune=args.finetune,
+            expert={} if args.side == 'random' else {'side': args.side},
             episode=EpisodeSettings(timeout=args.timeout),
             train=TrainSettings(head=args.head, steps=args.steps, batch_size=args.batch_size,
                                 image_size=args.image_size, threads=args.threads,

@@ -41,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--batch-size', type=int, help='global batch size (train.batch_size)')
     parser.add_argument('--max-minutes', type=float, help='stop after this wall time '
                         '(train.max_minutes)')
+    parser.add_argument('--max-cpu-minutes', type=float, help='stop after this process CPU '
+                        'time, all threads (train.max_cpu_minutes)')
     parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
                         help='override any config value, e.g. --set model.d_model=64')
     parser.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'),
@@ -100,6 +102,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     overrides = dict(parse_override(item) for item in args.set)
     for flag, key in (('head', 'head'), ('seed', 'seed'), ('steps', 'train.steps'),
                       ('batch_size', 'train.batch_size'), ('max_minutes', 'train.max_minutes'),
+                      ('max_cpu_minutes', 'train.max_cpu_minutes'),
                       ('intervention_weight', 'dagger.intervention_weight'),
                       ('pre_intervention_window', 'dagger.pre_intervention_window_s'),
                       ('pre_intervention_weight', 'dagger.pre_intervention_weight')):

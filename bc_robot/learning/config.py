@@ -63,8 +63,9 @@ class DataConfig:
     # Proprioception and command streams must run at least this fraction of the control
     # rate, or the bag is refused naming the topic.
     min_rate_fraction: float = 0.9
-    # Cameras slower than this are refused (observations would be too stale to act on).
-    min_camera_rate_hz: float = 5.0
+    # Cameras slower than this are refused (observations would be too stale to act on; a
+    # loaded sim drops frames, so recordings at 4–5 Hz of a 15 Hz camera are common).
+    min_camera_rate_hz: float = 2.0
     # As observation_node: other cameras and proprioception must be within max_skew_s of
     # each reference frame's stamp (proprioception is interpolated to it).
     max_skew_s: float = 0.04
@@ -190,6 +191,9 @@ class OptimConfig:
     threads: int = 0  # torch CPU threads (0 = torch default)
     parity_samples: int = 8  # held-out samples stored for the export parity check
     max_minutes: float = 0.0  # stop (and checkpoint) after this much wall time; 0 = off
+    # Stop after this much process CPU time (all threads; 2 cores × 15 min = 30), the
+    # budget that means the same on a shared machine; 0 = off.
+    max_cpu_minutes: float = 0.0
     # Loss weight of chunk steps past the episode end (their label is the last action held):
     # 1 teaches the policy to hold still at the end, 0 masks them out as ACT does.
     padding_weight: float = 1.0
@@ -209,6 +213,7 @@ class OptimConfig:
         _number('train.threads', self.threads, 0, 1024, integer=True)
         _number('train.parity_samples', self.parity_samples, 1, 1024, integer=True)
         _number('train.max_minutes', self.max_minutes, 0.0, 1e6)
+        _number('train.max_cpu_minutes', self.max_cpu_minutes, 0.0, 1e6)
         _number('train.padding_weight', self.padding_weight, 0.0, 1.0)
 
 

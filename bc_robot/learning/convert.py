@@ -366,7 +366,9 @@ def convert_episode(path: str | Path, config: DataConfig,
         joint_value = joints.sample(ts, skew)
         pose_value = poses.sample(ts, skew)
         if joint_value is None or pose_value is None:
-            dropped[f'skew {config.joint_states_topic if joint_value is None else config.current_pose_topic}'] += 1
+            late = config.joint_states_topic if joint_value is None \
+                else config.current_pose_topic
+            dropped[f'skew {late}'] += 1
             continue
         joint_vector, pose_vector = joint_value[0], pose_value[0]
         pose = Pose(pose_vector[:3], pose_vector[3:7] / np.linalg.norm(pose_vector[3:7]))

@@ -333,6 +333,7 @@ def train(config: TrainConfig, episodes: list[EpisodeArrays], run_dir: str | Pat
         return metrics
 
     started = time.monotonic()
+    cpu_started = time.process_time()
     start_step = step
     last_loss, metrics = math.nan, {}
     policy.train()
@@ -354,7 +355,9 @@ def train(config: TrainConfig, episodes: list[EpisodeArrays], run_dir: str | Pat
         last_loss = float(loss.detach())
         history['train'].append((step, last_loss))
         elapsed = time.monotonic() - started
-        out_of_time = opt.max_minutes > 0 and elapsed > 60 * opt.max_minutes
+        cpu = time.process_time() - cpu_started
+        out_of_time = (opt.max_minutes > 0 and elapsed > 60 * opt.max_minutes) or (
+            opt.max_cpu_minutes > 0 and cpu > 60 * opt.max_cpu_minutes)
         if dist.world_size > 1:
             flag = torch.tensor([1.0 if out_of_time else 0.0], device=dev)
             torch.distributed.all_reduce(flag)
@@ -366,7 +369,8 @@ def train(config: TrainConfig, episodes: list[EpisodeArrays], run_dir: str | Pat
                 history['val'].append((step, metrics['val_loss']))
                 with open(run_dir / 'metrics.jsonl', 'a') as handle:
                     handle.write(json.dumps({'step': step, 'train_loss': last_loss,
-                                             'elapsed_s': round(elapsed, 2), **metrics}) + '\n')
+                                             'elapsed_s': round(elapsed, 2),
+                                             'cpu_s': round(cpu, 2), **metrics}) + '\n')
                 plot_losses(run_dir / 'loss_curves.png', history['train'], history['val'],
                             title=f'{config.head} head')
                 if val_set is not None and metrics['val_loss'] < best_val:
@@ -380,11 +384,14 @@ def train(config: TrainConfig, episodes: list[EpisodeArrays], run_dir: str | Pat
                                            'eta_s': (opt.steps - step) / max(rate, 1e-9),
                                            **metrics})
         if out_of_time:
-            LOG.warning('stopping at step %d: train.max_minutes = %g reached', step,
-                        opt.max_minutes)
+            LOG.warning('stopping at step %d: time budget reached (train.max_minutes = %g, '
+                        'train.max_cpu_minutes = %g)', step, opt.max_minutes,
+                        opt.max_cpu_minutes)
             break
     seconds = time.monotonic() - started
-    summary = {'steps': step, 'train_seconds': round(seconds, 2), 'train_loss': last_loss,
+    summary = {'steps': step, 'train_seconds': round(seconds, 2),
+               'train_cpu_seconds': round(time.process_time() - cpu_started, 2),
+               'train_loss': last_loss,
                'world_size': dist.world_size, **metrics}
     if dist.world_size > 1:
         summary['ranks_in_sync'] = _ranks_in_sync(policy, dev)

@@ -50,6 +50,7 @@ class LoopSettings:
     correction_seed: int = 2000    # round r: correction_seed + 100 r + k
     finetune: bool = False         # retrain from the previous policy instead of from scratch
     sim: dict[str, Any] = field(default_factory=dict)
+    expert: dict[str, Any] = field(default_factory=dict)   # sim_expert parameters (e.g. side)
 
     def __post_init__(self) -> None:
         for name, low, high in (('demos', 1, 1000), ('rounds', 0, 20), ('corrections', 1, 1000),
@@ -113,7 +114,8 @@ def run_loop(link: RosLink, out: Path, settings: LoopSettings,
 
     def deploy(model: Path, **kw) -> DeploySettings:
         return DeploySettings(model=model, task=settings.task, executor=settings.executor,
-                              episode=settings.episode, sim=sim, **kw)
+                              episode=settings.episode, sim=sim,
+                              expert=dict(settings.expert), **kw)
 
     def evaluation(name: str, model: Path) -> EvalResult:
         result = evaluate(link, work, name, deploy(model), eval_seeds)
@@ -123,7 +125,8 @@ def run_loop(link: RosLink, out: Path, settings: LoopSettings,
 
     say(f'[loop] recording {settings.demos} demonstrations through teleop …')
     record = record_demos(link, work, 'record', settings.demos, out / 'demos', settings.task,
-                          settings.demo_seed, settings.demo_seed, settings.demo_timeout, sim)
+                          settings.demo_seed, settings.demo_seed, settings.demo_timeout, sim,
+                          expert=settings.expert)
     say(f'  {len(record.episodes)} episodes recorded, expert success '
         f'{record.expert.get("successes", 0)}/{record.expert.get("episodes", 0)} '
         f'({record.seconds:.0f} s)')

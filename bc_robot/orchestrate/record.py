@@ -44,7 +44,8 @@ def _finalized(folder: Path) -> bool:
 def record_demos(link: RosLink, work: Path, name: str, count: int, output_dir: Path,
                  task: str = 'push', seed: int = 1000, expert_seed: int = 1000,
                  episode_timeout: float = 30.0, sim: dict[str, Any] | None = None,
-                 ready_timeout: float = 120.0, max_attempts: int | None = None) -> RecordResult:
+                 ready_timeout: float = 120.0, max_attempts: int | None = None,
+                 expert: dict[str, Any] | None = None) -> RecordResult:
     """Record until `count` demonstrations succeeded (the scripted human fails some, as
     people do; failed ones stay on disk labelled `success: false`, which training skips) or
     `max_attempts` (default 3 × count) were made. Scene seeds are seed+1, seed+2, …
@@ -63,7 +64,7 @@ def record_demos(link: RosLink, work: Path, name: str, count: int, output_dir: P
         'sim_arm': {'task': task, 'seed': int(seed), **(sim or {})},
         'sim_expert': {'episodes': int(attempts), 'seed': int(expert_seed),
                        'episode_timeout': float(episode_timeout),
-                       'summary_path': str(summary_path)},
+                       'summary_path': str(summary_path), **(expert or {})},
     }
     graph = GraphRun('record', work, name, link, {'sim': 'true', 'output_dir': str(output_dir)},
                      params)
