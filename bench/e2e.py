@@ -108,7 +108,7 @@ def main(argv=None) -> int:
     from bc_robot.orchestrate.episodes import EpisodeSettings
     from bc_robot.orchestrate.evaluate import DeploySettings, evaluate
     from bc_robot.orchestrate.report import fmt
-    from bc_robot.orchestrate.ros import RosLink, private_domain
+    from bc_robot.orchestrate.ros import RosLink, private_domain, stop_on_sigterm
     model = Path(resolve_model(args.model))
     if not (model / 'policy.json').is_file():
         print(f'bench/e2e.py: no policy in {model}; pass --model FOLDER (e.g. one from '
@@ -122,6 +122,7 @@ def main(argv=None) -> int:
           f'{args.episodes} episodes each (seeds {seeds[0]}..{seeds[-1]}), domain {domain}, '
           f'work {work}', flush=True)
     rows = []
+    stop_on_sigterm()
     link = RosLink('bc_robot_e2e')
     began = time.monotonic()
     try:

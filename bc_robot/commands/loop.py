@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from bc_robot.orchestrate.episodes import EpisodeSettings
     from bc_robot.orchestrate.graphs import GraphError
     from bc_robot.orchestrate.loop import LoopSettings, run_loop
-    from bc_robot.orchestrate.ros import RosLink, private_domain
+    from bc_robot.orchestrate.ros import RosLink, private_domain, stop_on_sigterm
     from bc_robot.orchestrate.training import TrainSettings
     try:
         overrides = dict(parse_override(item) for item in args.set)
@@ -99,12 +99,17 @@ def run(args: argparse.Namespace) -> int:
           f'{settings.corrections} corrections, {settings.eval_episodes} evaluation episodes, '
           f'variants {", ".join(settings.variants)}; ROS_DOMAIN_ID={domain}; output {out}',
           flush=True)
+    stop_on_sigterm()
     link = RosLink('bc_robot_loop')
     try:
         results = run_loop(link, out, settings, say=lambda text: print(text, flush=True))
     except (GraphError, ValueError, TimeoutError) as exc:
         print(f'bc-robot loop: {exc}', file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f'bc-robot loop: interrupted; every graph stopped; partial results in {out}',
+              file=sys.stderr)
+        return 130
     finally:
         link.close()
     print(f'loop done in {results["elapsed_s"]:.0f} s: {out / "loop.md"}, {out / "loop.png"}, '

@@ -41,6 +41,7 @@ RESET_TIMEOUT = 10.0  # wall seconds to wait for /sim/reset before asking again
 # reset is never recorded in, or labels, the episode that ended): RecordingHandshake.
 EPISODE_STATE_TOPIC = '/bc/episode/state'
 PRESS_TICKS = 10  # button presses last ~0.2 s at 50 Hz
+WATCH_GRACE = 0.5  # correction: sim s after a reset before judging the new episode
 
 
 class SimExpertNode(Node):
@@ -61,6 +62,7 @@ class SimExpertNode(Node):
         self.results = []
         self._last_gripper_press = -1e9
         self._watched_episode = None
+        self._watch_from = 0.0
         self._poses_received = 0
         self.handshake = RecordingHandshake(self.buttons)
 
@@ -209,6 +211,11 @@ class SimExpertNode(Node):
             self._watched_episode = task['episode']
             self.expert.reset(task)
             self.monitor.reset(now)
+            self._watch_from = now + WATCH_GRACE
+        if now < self._watch_from:  # a pose measured before the reset may still arrive
+            self.buttons.pedal = False
+            self._publish(None, Command(gripper=self.gripper))
+            return
         obs = Observation.from_pose(self.pose, task)
         deviation, potential = self.expert.plan_deviation(obs)
         was = self.monitor.correcting

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -23,6 +24,8 @@ from bc_robot.orchestrate.stats import (EpisodeOutcome, chunking_summary, latenc
 log = logging.getLogger('bc_robot.orchestrate')
 
 TASKS = ('push', 'reach')
+RESET_RETRIES = 2      # a failed reset (nothing ran yet) is tried again with the same seed
+RETRY_PAUSE_S = 5.0
 # The scripted expert in correction mode, made unable to intervene: an evaluation measures
 # the policy alone (off-plan 1 m never happens in the workspace; stall longer than any
 # episode).
@@ -186,7 +189,12 @@ def evaluate(link: RosLink, work: Path, name: str, settings: DeploySettings,
     session = DeploySession(link, work, name, settings)
     with session:
         for index, seed in enumerate(seeds):
-            outcome = session.run_episode(index, seed)
+            for attempt in range(RESET_RETRIES + 1):
+                outcome = session.run_episode(index, seed)
+                if not (outcome.error or '').startswith('reset') or attempt == RESET_RETRIES:
+                    break
+                log.warning('episode %d (seed %d): retrying after a failed reset', index, seed)
+                time.sleep(RETRY_PAUSE_S)  # e.g. a stalled sim: give it time
             outcomes.append(outcome)
             if progress is not None:
                 progress(outcome)

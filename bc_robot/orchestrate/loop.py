@@ -119,6 +119,7 @@ def run_loop(link: RosLink, out: Path, settings: LoopSettings,
 
     def evaluation(name: str, model: Path) -> EvalResult:
         result = evaluate(link, work, name, deploy(model), eval_seeds)
+        write_json(work / f'{name}.episodes.json', [o.to_json() for o in result.outcomes])
         s = result.summary
         say(f'  evaluation {name}: success {rate_text(s["successes"], s["episodes"])}')
         return result

@@ -43,6 +43,17 @@ def private_domain(domain_id: int | None = None) -> int:
     return domain_id
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM (a CI timeout, `kill`) stops an orchestrating command the way Ctrl-C does:
+    KeyboardInterrupt in the main thread, so every graph is stopped cleanly (bags closed,
+    dumps written) on the way out."""
+    import signal
+
+    def _raise(signum, _frame):
+        raise KeyboardInterrupt(f'signal {signum}')
+    signal.signal(signal.SIGTERM, _raise)
+
+
 @dataclass
 class Capture:
     """What the link collects during one episode (filled by subscription callbacks)."""

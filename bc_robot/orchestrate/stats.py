@@ -66,8 +66,12 @@ class EpisodeOutcome:
 
 
 def summarize(outcomes: Sequence[EpisodeOutcome]) -> dict[str, Any]:
-    """Success rate (and its autonomous share), interventions and time to success."""
-    n = len(outcomes)
+    """Success rate (and its autonomous share), interventions and time to success, over
+    the episodes that ran; episodes the orchestrator could not run (`error`, e.g. a reset
+    that failed on a stalled sim) are counted apart, never as policy failures."""
+    errors = sum(o.error is not None for o in outcomes)
+    n = len(outcomes) - errors
+    outcomes = [o for o in outcomes if o.error is None]
     successes = sum(o.success for o in outcomes)
     times = [o.time_to_success for o in outcomes if o.success and o.time_to_success is not None]
     return {
@@ -79,7 +83,7 @@ def summarize(outcomes: Sequence[EpisodeOutcome]) -> dict[str, Any]:
         'episodes_with_intervention': sum(o.interventions > 0 for o in outcomes),
         'intervention_time_s': float(sum(o.intervention_time for o in outcomes)),
         'timeouts': sum(o.timed_out for o in outcomes),
-        'errors': sum(o.error is not None for o in outcomes),
+        'errors': errors,
         'time_to_success_s': percentiles(times),
         'seeds': [o.seed for o in outcomes],
     }
