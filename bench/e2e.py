@@ -93,10 +93,14 @@ def observations(rows: list[dict], delays: list[float]) -> list[str]:
         if len(present) < 2:
             continue
         values = [rate[(delay, e)] for e in present]
-        ordered = all(a >= b for a, b in zip(values, values[1:]))
         text = ' '.join(f'{e} {100 * v:.0f} %' for e, v in zip(present, values))
-        notes.append(f'{delay:g} ms: {text} — '
-                     f'{"ordered rtc >= async >= ensemble >= sync" if ordered else "not in the expected order"}')
+        if max(values) - min(values) < 1e-9:
+            verdict = 'no difference between the executors: the order cannot be judged'
+        elif all(a >= b for a, b in zip(values, values[1:])):
+            verdict = 'ordered rtc >= async >= ensemble >= sync'
+        else:
+            verdict = 'not in the expected order'
+        notes.append(f'{delay:g} ms: {text} — {verdict}')
     return notes
 
 

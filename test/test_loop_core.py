@@ -73,16 +73,17 @@ def _trace(states, new_chunk, xs, wall0=100.0, dt=0.05):
 
 def test_window_metrics_count_idle_after_the_first_action_and_boundary_jumps():
     # 3 idle ticks before the first action (a resume: not counted), a chunk of 4 moving 1 cm
-    # per tick, 2 idle ticks (held), a new chunk that jumps 5 cm, paused ticks, a new chunk
-    # right after a pause (a takeover: not a boundary), then ticks outside the window.
+    # per tick, 2 idle ticks (held), a new chunk that jumps 5 cm, paused ticks (a takeover),
+    # 2 idle ticks while the policy resumes (the trace still shows the old hold: neither
+    # idle nor a boundary), a new chunk, then ticks outside the window.
     states = [IDLE, IDLE, IDLE, ACTING, ACTING, ACTING, ACTING, IDLE, IDLE, ACTING, ACTING,
-              PAUSED, PAUSED, ACTING, ACTING, ACTING]
-    new = [0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0]
+              PAUSED, PAUSED, IDLE, IDLE, ACTING, ACTING, ACTING]
+    new = [0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0, 0]
     xs = [0.40, 0.40, 0.40, 0.40, 0.41, 0.42, 0.43, 0.43, 0.43, 0.48, 0.49, 0.49, 0.49,
-          0.60, 0.61, 0.62]
+          0.49, 0.49, 0.60, 0.61, 0.62]
     trace = _trace(states, new, xs)
-    w = window_metrics(trace, 100.0, 100.0 + 0.05 * 14 + 1e-6)  # last tick excluded
-    assert w['ticks'] == 15
+    w = window_metrics(trace, 100.0, 100.0 + 0.05 * 16 + 1e-6)  # last tick excluded
+    assert w['ticks'] == 17
     assert w['idle_ticks'] == 2
     assert w['acting_ticks'] == 8
     assert w['chunks'] == 1  # the first chunk (after the resume) has no previous action
@@ -296,6 +297,10 @@ def test_e2e_observations_state_the_claims_from_the_figures():
     assert any(n.startswith('200 ms') and 'ordered' in n and 'not in' not in n for n in notes)
     rows[2]['success_rate'] = 0.9  # async beats rtc: said so
     assert any('not in the expected order' in n for n in e2e.observations(rows, [0, 200]))
+    for row in rows:  # all equal (e.g. a policy that never succeeds): no order claimed
+        row['success_rate'] = 0.0
+    notes = e2e.observations(rows, [0, 200])
+    assert any('cannot be judged' in n for n in notes) and not any('ordered' in n for n in notes)
     args = e2e.parse_args(['--delays', '0', '300', '--executors', 'sync', 'rtc'])
     assert args.delays == [0.0, 300.0] and args.executors == ['sync', 'rtc']
 

@@ -238,7 +238,8 @@ class InputMonitor:
         self._skews.append(value)
 
     def rate_hz(self, now: float, horizon: float = 2.0) -> float:
-        recent = [t for t in self._arrivals if now - t <= horizon]
+        # tuple(): an atomic snapshot (the diagnostics timer reads while callbacks append)
+        recent = [t for t in tuple(self._arrivals) if now - t <= horizon]
         if len(recent) < 2:
             return 0.0
         span = max(now - recent[0], recent[-1] - recent[0])
@@ -248,8 +249,8 @@ class InputMonitor:
         return self._arrivals[-1] if self._arrivals else None
 
     def summary(self, now: float) -> dict[str, Any]:
-        ages = summarize(self._ages)
-        skews = summarize(self._skews)
+        ages = summarize(tuple(self._ages))
+        skews = summarize(tuple(self._skews))
         return {'rate_hz': self.rate_hz(now), 'count': self.count,
                 'age_median_s': ages['median'], 'age_max_s': ages['max'],
                 'skew_median_s': skews['median'], 'skew_max_s': skews['max']}

@@ -114,31 +114,37 @@ def trace_arrays(dump: dict[str, Any]) -> dict[str, np.ndarray]:
 
 def window_metrics(trace: dict[str, np.ndarray], start: float, end: float) -> dict[str, Any]:
     """Chunking figures of the ticks whose monotonic time lies in [start, end] (one
-    episode). Ticks before the window's first action (the policy resuming after a reset) are
-    not counted as idle; after it, a tick without a ready action is idle (the arm waits).
-    A boundary step is the target's move on a tick that starts a new chunk, compared with the
-    median move between consecutive ticks inside chunks."""
-    wall, state = trace['wall'], trace['state']
+    episode). An *engagement* runs from the policy's first action after the window start or
+    after an operator takeover (paused ticks) to the next takeover. Inside an engagement a
+    tick without a ready action is idle (the arm waits on a held target); before its first
+    action the node publishes nothing (resuming) and nothing is counted. A boundary step is
+    the target's move on a tick that starts a new chunk inside an engagement, compared with
+    the median move between consecutive acting ticks inside chunks."""
+    wall, state, new_chunk = trace['wall'], trace['state'], trace['new_chunk']
     inside = np.flatnonzero((wall >= start) & (wall <= end))
     result: dict[str, Any] = {'ticks': int(inside.size), 'idle_ticks': 0, 'acting_ticks': 0,
                               'chunks': 0, 'boundary_steps_m': [], 'inner_steps_m': []}
-    acted = inside[state[inside] == ACTING]
-    if acted.size == 0:
-        return result
-    window = inside[inside >= acted[0]]
-    result['idle_ticks'] = int(np.sum(state[window] == IDLE))
-    result['acting_ticks'] = int(np.sum(state[window] == ACTING))
     positions = np.stack([trace['x'], trace['y'], trace['z']], axis=1)
-    for i in window:
-        if i == 0 or state[i - 1] == PAUSED or state[i] == PAUSED or i - 1 < window[0]:
+    engaged = False
+    for k, i in enumerate(inside):
+        was_engaged = engaged and k > 0 and inside[k - 1] == i - 1
+        if state[i] == PAUSED:
+            engaged = False
+            continue
+        if state[i] == ACTING:
+            engaged = True
+            result['acting_ticks'] += 1
+        elif engaged:
+            result['idle_ticks'] += 1
+        if not was_engaged or state[i] != ACTING:
             continue
         step = float(np.linalg.norm(positions[i] - positions[i - 1]))
         if not math.isfinite(step):
             continue
-        if trace['new_chunk'][i] == 1:
+        if new_chunk[i] == 1:
             result['chunks'] += 1
             result['boundary_steps_m'].append(step)
-        elif state[i] == ACTING and state[i - 1] == ACTING:
+        elif state[i - 1] == ACTING:
             result['inner_steps_m'].append(step)
     return result
 
