@@ -147,7 +147,7 @@ class Probe:
 
         import rclpy
         from geometry_msgs.msg import PoseStamped
-        from rclpy.executors import MultiThreadedExecutor
+        from bc_robot.nodes.executor import GroupAwareExecutor
         from rclpy.node import Node
 
         from bc_robot.nodes.common import COMMAND_QOS, SENSOR_QOS, stamp_to_seconds
@@ -167,7 +167,7 @@ class Probe:
                                       COMMAND_QOS)
         self.node.create_subscription(PoseStamped, '/current_pose', keep(self.measured),
                                       SENSOR_QOS)
-        self.executor = MultiThreadedExecutor(num_threads=2)
+        self.executor = GroupAwareExecutor(num_threads=2)
         self.executor.add_node(self.node)
         self.thread = threading.Thread(target=self._spin, name='bench-probe')
         self.thread.start()

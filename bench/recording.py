@@ -147,7 +147,7 @@ def _stamped(msg, stamp):
 def run(args) -> dict:
     import rclpy
     from mcap.reader import make_reader
-    from rclpy.executors import MultiThreadedExecutor
+    from bc_robot.nodes.executor import GroupAwareExecutor
     from rclpy.node import Node
     from std_srvs.srv import Trigger
 
@@ -163,7 +163,7 @@ def run(args) -> dict:
     teleop = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
     rclpy.init()
     node = Node('recording_bench')
-    executor = MultiThreadedExecutor(num_threads=2)
+    executor = GroupAwareExecutor(num_threads=2)
     executor.add_node(node)
     spinner = threading.Thread(target=executor.spin, name='bench-spin')
     spinner.start()

@@ -50,10 +50,10 @@ class Probe:
     """An in-process node spinning on its own (joined, never daemon) thread."""
 
     def __init__(self) -> None:
-        from rclpy.executors import MultiThreadedExecutor
+        from bc_robot.nodes.executor import GroupAwareExecutor
         from rclpy.node import Node
         self.node = Node(f'test_probe_{uuid.uuid4().hex[:8]}')
-        self.executor = MultiThreadedExecutor(num_threads=2)
+        self.executor = GroupAwareExecutor(num_threads=2)
         self.executor.add_node(self.node)
         self._thread = threading.Thread(target=self._spin, name='probe-spin')
         self._thread.start()

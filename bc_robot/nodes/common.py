@@ -1,5 +1,5 @@
 """Wiring every node shares: parameters from a schema, QoS profiles, message conversion,
-diagnostics, and a `run()` that spins a MultiThreadedExecutor and shuts down cleanly.
+diagnostics, and a `run()` that spins a GroupAwareExecutor and shuts down cleanly.
 
 Only ROS glue lives here; rules and math are in `bc_robot.core`.
 """
@@ -17,7 +17,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
@@ -29,6 +29,7 @@ from bc_robot.core.image import (array_to_image, decode_compressed_rgb8, encode_
                                  image_to_array, image_to_rgb8)
 from bc_robot.core.params import ParamSchema
 from bc_robot.core.pose import Pose
+from bc_robot.nodes.executor import GroupAwareExecutor
 
 SENSOR_QOS = qos_profile_sensor_data
 COMMAND_QOS = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST,
@@ -209,7 +210,7 @@ def run(node_factory: Callable[[], Node], args: list[str] | None = None,
     signal.signal(signal.SIGTERM, _raise_stop)
     logger = logging.getLogger('bc_robot')
     node = None
-    executor = MultiThreadedExecutor(num_threads=num_threads)
+    executor = GroupAwareExecutor(num_threads=num_threads)
     code = 0
     try:
         node = node_factory()
