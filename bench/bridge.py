@@ -26,16 +26,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bc_robot.orchestrate.stats import percentiles as stats  # noqa: E402
+
 DOWN = np.array([1.0, 0.0, 0.0, 0.0])
 HOME = np.array([0.45, 0.0, 0.30])
-
-
-def stats(values, scale: float = 1.0) -> dict[str, float]:
-    v = np.asarray(values, dtype=np.float64) * scale
-    if v.size == 0:
-        return {'n': 0, 'p50': math.nan, 'p99': math.nan, 'max': math.nan}
-    return {'n': int(v.size), 'p50': float(np.percentile(v, 50)),
-            'p99': float(np.percentile(v, 99)), 'max': float(v.max())}
 
 
 def policy_target(t: float) -> np.ndarray:

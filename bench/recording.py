@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import signal
@@ -33,18 +32,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bc_robot.orchestrate.stats import percentiles as stats  # noqa: E402
+
 CAMERAS = ('/camera/front/image_raw', '/camera/wrist/image_raw')
 TEMPLATE_TOPICS = {'/joint_states': 500.0, '/current_pose': 50.0, '/target_pose': 50.0,
                    '/gripper/target': 50.0}
 TELEOP_TOPICS = ('/bc/teleop/target', '/bc/teleop/label', '/bc/teleop/gripper')
-
-
-def stats(values, scale: float = 1.0) -> dict[str, float]:
-    v = np.asarray(values, dtype=np.float64) * scale
-    if v.size == 0:
-        return {'n': 0, 'p50': math.nan, 'p99': math.nan, 'max': math.nan}
-    return {'n': int(v.size), 'p50': float(np.percentile(v, 50)),
-            'p99': float(np.percentile(v, 99)), 'max': float(v.max())}
 
 
 def cpu_seconds(pid: int, tid: int | None = None) -> float:

@@ -140,13 +140,13 @@ def test_idle_holds_measured_pose_then_tracks_policy(harness):
 def test_faulty_targets_rejected_and_counted_in_diagnostics(harness):
     h = harness(diagnostics_rate_hz=10.0)
     assert wait_for(lambda: h.mode() == 'IDLE', 10)
-    for _ in range(3):
+
+    def publish_faulty_round():
         h.publish_target([SNAN, 0.0, 0.3])
         h.publish_target(HOME, [0.0, 0.0, 0.0, 0.0])
         h.publish_target(HOME, DOWN, frame='camera')
         h.publish_target([1e308, 0.0, 0.3])
         h.pub_policy_gripper.publish(Float64(data=float('nan')))
-        time.sleep(0.02)
 
     def counts():
         with h.lock:
@@ -157,10 +157,15 @@ def test_faulty_targets_rejected_and_counted_in_diagnostics(harness):
 
     def done():
         c = counts()
-        return c.get('rejected.non_finite') == '3' and c.get('rejected.quaternion_norm') == '3' \
-            and c.get('rejected.frame_id') == '3' and c.get('rejected.gripper_non_finite') == '3'
+        return all(int(c.get(f'rejected.{rule}', 0)) >= 3 for rule in
+                   ('non_finite', 'quaternion_norm', 'frame_id', 'gripper_non_finite'))
 
-    assert wait_for(done, 10), counts()
+    # rounds until every rule has counted three (a loaded machine may drop a burst sample)
+    deadline = time.monotonic() + 20
+    while not done() and time.monotonic() < deadline:
+        publish_faulty_round()
+        time.sleep(0.1)
+    assert done(), counts()
     c = counts()
     assert c['clamped.workspace'] != '0'
     for key in ('mode', 'active_source', 'output_rate_hz', 'policy.rate_hz', 'policy.target_age_s',

@@ -248,8 +248,9 @@ def check_pubsub(args: argparse.Namespace) -> CheckResult:
             return CheckResult('pubsub', FAIL, True,
                                f'discovered the echo process but none of {args.messages} '
                                f'messages came back', hint, details)
-        median, worst = statistics.median(latencies), max(latencies)
-        details.update(median_ms=round(median, 3), max_ms=round(worst, 3))
+        # rounded once, so the summary text and the JSON figures always agree
+        median, worst = round(statistics.median(latencies), 3), round(max(latencies), 3)
+        details.update(median_ms=median, max_ms=worst)
         summary = (f'{len(latencies)}/{args.messages} round trips between two processes: '
                    f'median {median:.2f} ms, max {worst:.2f} ms')
         if lost or median > ROUND_TRIP_WARN_MS:

@@ -14,13 +14,14 @@ ACTING, IDLE, PAUSED = 0, 1, 2
 
 
 def percentiles(values: Iterable[float], scale: float = 1.0) -> dict[str, float]:
-    """n, p50, p99, max and mean of the finite values (times `scale`); NaN when empty."""
+    """n, p50, p99, max, min and mean of the finite values (times `scale`); NaN when empty.
+    The one summary every benchmark and report prints."""
     v = np.asarray([x for x in values if x is not None], dtype=np.float64) * scale
     v = v[np.isfinite(v)]
     if v.size == 0:
-        return {'n': 0, 'p50': math.nan, 'p99': math.nan, 'max': math.nan, 'mean': math.nan}
+        return {'n': 0, **{key: math.nan for key in ('p50', 'p99', 'max', 'min', 'mean')}}
     return {'n': int(v.size), 'p50': float(np.median(v)), 'p99': float(np.percentile(v, 99)),
-            'max': float(v.max()), 'mean': float(v.mean())}
+            'max': float(v.max()), 'min': float(v.min()), 'mean': float(v.mean())}
 
 
 @dataclass
