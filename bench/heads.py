@@ -6,7 +6,12 @@ then time `session.run` of the exported graph on CPU exactly as the policy node 
 (batch 1, fresh noise, zero-weight prefix). Prints median / p99 / max and writes --json.
 
     .venv/bin/python bench/heads.py --steps 200 --json heads.json
-    .venv/bin/python bench/heads.py --data 'episodes/push/*' --steps 3000 --heads flow mse
+    .venv/bin/python bench/heads.py --data 'episodes/push/*' --steps 3000 --heads flow mse \
+        --rollouts 20
+
+--rollouts N also runs each exported head closed loop on the simulated push task (N seeded
+scenes from --rollout-seed, in-process and faster than real time: bc_robot.learning.rollout)
+and reports rollout_success = successes / N with the seeds.
 """
 from __future__ import annotations
 
@@ -92,6 +97,14 @@ def bench_head(head: str, paths: list[Path], work: Path, args) -> dict:
             cpu.append(time.process_time() - c0)
         row[f'onnx_cpu_{threads}t'] = {**_stats(times),
                                        'cpu_median_ms': 1000 * float(np.median(cpu))}
+    if args.rollouts:
+        from bc_robot.learning.rollout import RolloutConfig, evaluate_model
+        summary = evaluate_model(work / f'model-{head}', RolloutConfig(
+            episodes=args.rollouts, seed=args.rollout_seed, timeout_s=args.rollout_timeout,
+            threads=args.ort_threads[0]))
+        row.update({'rollout_success': summary['rate'], 'rollout_successes':
+                    summary['successes'], 'rollout_seeds': summary['seeds'],
+                    'rollout_wall_s_per_episode': summary['wall_s_per_episode']})
     return row
 
 
@@ -107,8 +120,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--threads', type=int, default=2, help='torch training threads')
     parser.add_argument('--ort-threads', type=int, nargs='+', default=[1, 2])
     parser.add_argument('--iterations', type=int, default=200, help='timed inferences')
+    parser.add_argument('--rollouts', type=int, default=0, metavar='N',
+                        help='closed-loop push episodes per exported head (0 = none)')
+    parser.add_argument('--rollout-seed', type=int, default=0,
+                        help='first scene seed of the rollouts (demos use seeds >= 1000)')
+    parser.add_argument('--rollout-timeout', type=float, default=30.0,
+                        help='sim seconds per rollout episode')
     parser.add_argument('--json', help='write the figures here')
     args = parser.parse_args(argv)
+    if args.rollouts < 0:
+        parser.error(f'--rollouts must be >= 0, got {args.rollouts}')
     logging.basicConfig(level=logging.WARNING)
     rows = []
     with tempfile.TemporaryDirectory(prefix='bench-heads-') as tmp:
@@ -127,7 +148,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f'{head:9s} train {row["steps"]} steps {row["train_s"]:.1f} s '
                   f'({row["ms_per_step"]:.0f} ms/step wall, {row["cpu_ms_per_step"]:.0f} ms CPU)'
                   f'  export {row["export_s"]:.1f} s '
-                  f'{row["onnx_mb"]:.1f} MB  {ort}', flush=True)
+                  f'{row["onnx_mb"]:.1f} MB  {ort}' + (
+                      f'  rollout {row["rollout_successes"]}/{args.rollouts} (seeds '
+                      f'{args.rollout_seed}-{args.rollout_seed + args.rollouts - 1})'
+                      if args.rollouts else ''), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({'data': [str(p) for p in paths] if args.data
                                                else f'{args.synthetic_episodes} synthetic',

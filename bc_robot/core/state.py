@@ -27,6 +27,14 @@ def state_labels(state_keys: Sequence[str]) -> list[str]:
     return labels
 
 
+def gripper_opening(finger_positions: Sequence[float], finger_travel: float) -> float:
+    """Measured gripper opening (1 = open) from the finger joint positions (m): their mean
+    over one finger's full travel. Not clipped, so a sensor glitch stays visible. Used by
+    observation_node and the in-process rollout, so both read the gripper the same way."""
+    fingers = np.asarray(finger_positions, dtype=np.float64).reshape(-1)
+    return float(np.mean(fingers)) / finger_travel if fingers.size else 0.0
+
+
 def state_parts(ee_pose: Pose, gripper: float, joint_positions: Sequence[float]
                 ) -> Mapping[str, np.ndarray]:
     """Every known state key computed from one measurement. A NaN/Inf anywhere is refused

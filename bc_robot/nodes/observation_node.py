@@ -22,7 +22,7 @@ from bc_robot.core.policy_settings import OBSERVATION_SCHEMA, POSE_KEYS, sync_co
 from bc_robot.core.pose import Pose
 from bc_robot.core.preprocess import preprocess_image
 from bc_robot.core.spec import load_spec
-from bc_robot.core.state import build_state_vector, state_labels
+from bc_robot.core.state import build_state_vector, gripper_opening, state_labels
 from bc_robot.core.sync import InputMonitor, ObservationSynchronizer
 from bc_robot.graph import READY_KEY, resolve_model, ready_value
 from bc_robot.nodes.common import (ERROR, OK, SENSOR_QOS, WARN, DiagnosticsPublisher,
@@ -123,7 +123,7 @@ class ObservationNode(Node):
             return
         arm = position[index[:len(self.p['arm_joints'])]]
         fingers = position[index[len(self.p['arm_joints']):]]
-        opening = float(np.mean(fingers)) / self.p['finger_travel'] if fingers.size else 0.0
+        opening = gripper_opening(fingers, self.p['finger_travel'])
         self._add_proprio('joints', stamp, np.concatenate([arm, [opening]]), 'joint_states')
 
     def _on_pose(self, msg: PoseStamped) -> None:

@@ -1,0 +1,235 @@
+"""Closed-loop evaluation of an exported policy folder in-process: no ROS, no wall clock.
+
+The deploy graph (`bc_robot.orchestrate.evaluate`) is the reference, but it runs in real
+time; this runs the same pieces back to back, faster than real time, to score a model in
+seconds: `SimWorld` physics, the sim_arm cameras (same renderer, same 320x240 size),
+`core.preprocess.preprocess_image` and `core.state.build_state_vector` as observation_node
+calls them, `OnnxBackend` as the policy node loads it, `ActionLayout.to_target` for each
+action and `BridgeCore` (safety gate + interpolation at the bridge's output rate) between
+the policy and the arm. Success is `SimWorld.task_state()`, the payload sim_arm publishes.
+
+Inference is synchronous and sim time does not advance during it: the figures are those of
+a policy with zero latency (the chunking executors and their delay handling are measured on
+the deploy graph, not here). Every `execute_steps` actions the policy re-plans from a fresh
+observation.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bc_robot.core.actions import ActionLayout
+from bc_robot.core.bridge import POLICY, BridgeCore
+from bc_robot.core.bridge_settings import BRIDGE_SCHEMA, config_from_params, limits_from_params
+from bc_robot.core.gate import GateLimits
+from bc_robot.core.policy_settings import OBSERVATION_SCHEMA
+from bc_robot.core.preprocess import preprocess_image
+from bc_robot.core.spec import (IMAGE_INPUT_PREFIX, NOISE_INPUT, PREFIX_INPUT,
+                                PREFIX_WEIGHTS_INPUT, STATE_INPUT)
+from bc_robot.core.state import build_state_vector, gripper_opening
+from bc_robot.core.sync import ObservationHistory
+from bc_robot.runtime.onnx_backend import OnnxBackend
+from bc_robot.sim.camera import CameraRig
+from bc_robot.sim.settings import SIM_ARM_SCHEMA, sim_config_from_params
+from bc_robot.sim.world import SimWorld
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RolloutConfig:
+    """episodes use scene seeds seed, seed+1, …; the recorded demos use seeds >= 1000, so
+    the default seeds are scenes the policy never saw. execute_steps None = chunk // 2."""
+
+    episodes: int = 10
+    seed: int = 0
+    timeout_s: float = 30.0          # sim seconds per episode
+    execute_steps: int | None = None
+    threads: int = 1                 # ONNX Runtime intra-op threads
+
+    def __post_init__(self) -> None:
+        for name in ('episodes', 'threads'):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f'{name} must be an int >= 1, got {value!r}')
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ValueError(f'seed must be an int >= 0, got {self.seed!r}')
+        if not isinstance(self.timeout_s, (int, float)) or not math.isfinite(self.timeout_s) \
+                or self.timeout_s <= 0:
+            raise ValueError(f'timeout_s must be a finite number of seconds > 0, got '
+                             f'{self.timeout_s!r}')
+        if self.execute_steps is not None and (not isinstance(self.execute_steps, int)
+                                               or self.execute_steps < 1):
+            raise ValueError(f'execute_steps must be an int >= 1 (or None), got '
+                             f'{self.execute_steps!r}')
+
+    @property
+    def seeds(self) -> list[int]:
+        return [self.seed + i for i in range(self.episodes)]
+
+
+@dataclass
+class RolloutResult:
+    seed: int
+    success: bool
+    time_to_success: float | None   # sim seconds from reset, None when never reached
+    duration: float                 # sim seconds run (success or timeout)
+    final_distance: float           # task distance (m) at the end
+    chunks: int                     # inferences
+    wall_s: float
+    error: str = ''                 # a chunk the policy node would refuse ends the episode
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class PolicyRollout:
+    """One model folder on the sim push task. Create, `run()` (or `run_episode(seed)`),
+    `close()` on the same thread: the camera GL contexts belong to it."""
+
+    def __init__(self, model_dir: str | Path, config: RolloutConfig | None = None,
+                 limits: GateLimits | None = None) -> None:
+        self.config = config or RolloutConfig()
+        sim = SIM_ARM_SCHEMA.defaults()          # what sim_arm runs with, task push
+        obs = OBSERVATION_SCHEMA.defaults()
+        self.finger_travel = float(obs['finger_travel'])
+        bridge = BRIDGE_SCHEMA.defaults()
+        self.limits = limits or limits_from_params(bridge)
+        self.bridge_config = config_from_params(bridge)
+        self.backend = OnnxBackend(model_dir, providers='cpu', cameras=sim['cameras'],
+                                   warmup=1, threads=self.config.threads)
+        spec = self.spec = self.backend.spec
+        self.layout = ActionLayout(spec.action_representation)
+        self.execute_steps = self.config.execute_steps or max(1, spec.chunk_length // 2)
+        if self.execute_steps > spec.chunk_length:
+            raise ValueError(f'execute_steps {self.execute_steps} exceeds the policy\'s '
+                             f'chunk_length {spec.chunk_length}')
+        size = (int(sim['image_height']), int(sim['image_width']))
+        for camera in spec.cameras:  # a crop that does not fit the sim frame: refuse now
+            preprocess_image(np.zeros((*size, 3), dtype=np.uint8), camera)
+        self.world = SimWorld(sim_config_from_params(sim))
+        timestep = self.world.timestep
+        self.control_steps = max(1, round(1.0 / (spec.control_rate_hz * timestep)))
+        self.bridge_steps = max(1, round(1.0 / (self.limits.output_rate_hz * timestep)))
+        if abs(self.control_steps * timestep * spec.control_rate_hz - 1.0) > 1e-6:
+            logger.warning('control rate %g Hz is not a whole number of %g ms physics steps: '
+                           'running at %g Hz', spec.control_rate_hz, 1e3 * timestep,
+                           1.0 / (self.control_steps * timestep))
+        self.rig = CameraRig(self.world.arm.model, [c.name for c in spec.cameras],
+                             size[1], size[0]) if spec.cameras else None
+
+    def __enter__(self) -> PolicyRollout:
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.rig is not None:
+            self.rig.close()
+            self.rig = None
+        self.backend.close()
+
+    def _observe(self) -> dict[str, np.ndarray]:
+        """The parts observation_node would publish for this instant."""
+        parts = {}
+        if self.rig is not None:
+            self.rig.capture(self.world.arm.data)
+            frames = self.rig.render()
+            for camera in self.spec.cameras:
+                parts[IMAGE_INPUT_PREFIX + camera.name] = preprocess_image(frames[camera.name],
+                                                                           camera)
+        if self.spec.state_keys:
+            arm = self.world.arm
+            joints, n = arm.joint_positions(), len(arm.arm_qpos)  # /joint_states order
+            parts[STATE_INPUT] = build_state_vector(
+                self.spec.state_keys, arm.tcp_pose(),
+                gripper_opening(joints[n:], self.finger_travel), joints[:n])
+        return parts
+
+    def _plan(self, inputs: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
+        """One chunk, fed as the sync executor feeds it (an all-zero prefix mask), with the
+        noise drawn from the episode's generator so a seed always replays the same way."""
+        feed = dict(inputs)
+        spec, length = self.spec, self.spec.chunk_length
+        if spec.accepts_prefix:
+            feed[PREFIX_INPUT] = np.zeros((length, self.layout.dim), dtype=np.float32)
+            feed[PREFIX_WEIGHTS_INPUT] = np.zeros(length, dtype=np.float32)
+        if spec.input_named(NOISE_INPUT) is not None:
+            feed[NOISE_INPUT] = rng.standard_normal((length, self.layout.dim)).astype(np.float32)
+        return self.layout.validate_chunk(self.backend.infer(feed), length)
+
+    def run_episode(self, seed: int) -> RolloutResult:
+        began = time.perf_counter()
+        world, dt = self.world, self.world.timestep
+        world.set_seed(seed)
+        world.reset()
+        bridge = BridgeCore(self.limits, self.bridge_config)
+        history = ObservationHistory(self.spec.history, self.control_steps * dt)
+        rng = np.random.default_rng(seed)
+        queue: list[np.ndarray] = []
+        step = chunks = 0
+        error = ''
+        state = world.task_state()
+        while not state['success'] and step * dt < self.config.timeout_s - 1e-9:
+            now = step * dt  # episode time: the bridge sees the same clock in every episode
+            if self.spec.history > 1 or not queue:
+                history.add(now, self._observe())
+            if not queue:
+                try:
+                    queue = list(self._plan(history.wait_newer(None, 0.0)[1], rng)
+                                 [:self.execute_steps])
+                except ValueError as exc:
+                    error = f'policy output refused: {exc}'
+                    logger.error('seed %d: %s', seed, error)
+                    break
+                chunks += 1
+            pose, gripper = self.layout.to_target(queue.pop(0))
+            bridge.on_target(POLICY, pose.position, pose.orientation, now, now)
+            bridge.on_gripper(POLICY, gripper, now)
+            for _ in range(self.control_steps):
+                if step % self.bridge_steps == 0:
+                    measured = world.tcp_pose()  # what sim_arm's /current_pose carries
+                    bridge.on_measured(measured.position, measured.orientation, step * dt)
+                    out = bridge.tick(step * dt)
+                    if out.pose is not None:
+                        world.set_target(out.pose)
+                    if out.gripper is not None:
+                        world.set_gripper(out.gripper)
+                world.step(1)
+                step += 1
+            state = world.task_state()
+        history.close()
+        success = bool(state['success'])
+        result = RolloutResult(seed, success, round(step * dt, 3) if success else None,
+                               round(step * dt, 3), round(float(state['distance']), 4), chunks,
+                               round(time.perf_counter() - began, 3), error)
+        logger.info('seed %d: %s after %.2f s sim (%.1f s wall, %d chunks, %.3f m)', seed,
+                    'success' if success else 'FAILED', result.duration, result.wall_s,
+                    chunks, result.final_distance)
+        return result
+
+    def run(self) -> list[RolloutResult]:
+        return [self.run_episode(seed) for seed in self.config.seeds]
+
+
+def summarize(results: list[RolloutResult]) -> dict:
+    n = len(results)
+    successes = sum(r.success for r in results)
+    return {'episodes': n, 'successes': successes, 'rate': successes / n if n else 0.0,
+            'seeds': [r.seed for r in results],
+            'wall_s_per_episode': sum(r.wall_s for r in results) / n if n else 0.0,
+            'results': [r.as_dict() for r in results]}
+
+
+def evaluate_model(model_dir: str | Path, config: RolloutConfig | None = None) -> dict:
+    """Run every configured seed on a model folder and return the summary."""
+    with PolicyRollout(model_dir, config) as rollout:
+        summary = summarize(rollout.run())
+    summary['model'] = str(model_dir)
+    return summary

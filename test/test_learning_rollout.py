@@ -1,0 +1,121 @@
+"""The in-process rollout evaluator (bc_robot.learning.rollout) on code-built ONNX policies:
+seeds and determinism, refusal of models the sim cannot feed, and the safety gate between
+the policy and the simulated arm."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bc_robot.core.pose import quat_angle
+from bc_robot.learning.rollout import PolicyRollout, RolloutConfig, summarize
+from bc_robot.runtime.testing_models import affine_function, make_spec, write_model
+
+PUSH_INPUTS = dict(cameras=[('front', 60, 80)], state_keys=('ee_position', 'ee_rot6d', 'gripper'),
+                   action_representation='ee_pose_rot6d_gripper', chunk_length=16,
+                   control_rate_hz=20.0)
+
+
+def _model(path, velocity=(0.0, 0.004, 0.0), **spec_overrides):
+    """Moves from the measured position at `velocity` (m per tick); the gripper opening
+    follows the front image's brightness, so rendering and preprocessing feed the actions."""
+    spec = make_spec(**{**PUSH_INPUTS, 'accepts_prefix': True, 'noise': True,
+                        **spec_overrides})
+    weights, bias = affine_function(spec, velocity=velocity)
+    return write_model(path, spec, function='affine', weights=weights, bias=bias,
+                       image_gain=-0.8)
+
+
+def test_config_is_validated():
+    for bad in (dict(episodes=0), dict(seed=-1), dict(timeout_s=float('nan')),
+                dict(execute_steps=0), dict(threads=0)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            RolloutConfig(**bad)
+
+
+def test_runs_the_configured_seeds_deterministically(tmp_path):
+    model = _model(tmp_path / 'm')
+    config = RolloutConfig(episodes=2, seed=7, timeout_s=1.0, execute_steps=5)
+    runs = []
+    for _ in range(2):
+        with PolicyRollout(model, config) as rollout:
+            scenes, reset = [], rollout.world.reset
+
+            def reset_and_record(reset=reset, scenes=scenes):
+                state = reset()
+                scenes.append(state['seed'])
+                return state
+
+            rollout.world.reset = reset_and_record
+            results = rollout.run()
+            final_tcp = rollout.world.tcp_pose().position
+        runs.append((results, scenes, final_tcp))
+    (first, scenes, tcp_a), (second, _, tcp_b) = runs
+    assert scenes == [7, 8]                      # the world really used those scene seeds
+    assert [r.seed for r in first] == [7, 8]
+    for r in first:
+        assert not r.success and r.time_to_success is None and not r.error
+        assert r.duration == pytest.approx(1.0)
+        assert r.chunks == 4                     # 20 ticks, re-planning every 5
+    strip = lambda rs: [{k: v for k, v in r.as_dict().items() if k != 'wall_s'} for r in rs]
+    assert strip(first) == strip(second)
+    np.testing.assert_array_equal(tcp_a, tcp_b)  # bit-identical physics and rendering
+    summary = summarize(first)
+    assert (summary['episodes'], summary['successes'], summary['rate'],
+            summary['seeds']) == (2, 0, 0.0, [7, 8])
+
+
+def test_success_ends_the_episode(tmp_path):
+    with PolicyRollout(_model(tmp_path / 'm'), RolloutConfig(episodes=1, timeout_s=5.0)) as r:
+        world = r.world
+        evaluate = world.evaluate
+        world.evaluate = lambda: (evaluate()[0], world.time - world.episode_start > 0.42)
+        (result,) = r.run()
+    assert result.success and result.time_to_success == pytest.approx(0.45)
+    assert result.duration == result.time_to_success
+
+
+@pytest.mark.parametrize('overrides, problem', [
+    (dict(cameras=[('side', 60, 80)]), 'side'),                           # no such sim camera
+    (dict(cameras=[('front', 60, 80, (0, 0, 480, 640))]), 'crop'),      # beyond 320x240
+])
+def test_incompatible_model_is_refused(tmp_path, overrides, problem):
+    model = _model(tmp_path / 'm', **overrides)
+    with pytest.raises(ValueError, match=problem):
+        PolicyRollout(model, RolloutConfig(episodes=1))
+
+
+def test_execute_steps_beyond_the_chunk_is_refused(tmp_path):
+    with pytest.raises(ValueError, match='execute_steps 17'):
+        PolicyRollout(_model(tmp_path / 'm'), RolloutConfig(execute_steps=17))
+
+
+def test_targets_never_jump_more_than_the_gate_allows(tmp_path):
+    # 3 cm per 50 ms tick = 0.6 m/s asked, above the bridge's 0.5 m/s: the gate must bind.
+    model = _model(tmp_path / 'm', velocity=(0.0, -0.03, 0.0))
+    with PolicyRollout(model, RolloutConfig(episodes=2, timeout_s=1.0)) as rollout:
+        limits, world = rollout.limits, rollout.world
+        targets: list[tuple[int, np.ndarray, np.ndarray]] = []
+        set_target, reset = world.set_target, world.reset
+
+        def record(pose):
+            targets.append((world.episode, pose.position, pose.orientation))
+            return set_target(pose)
+
+        def reset_and_record():
+            state = reset()
+            held = world.tcp_pose()  # reset holds the current pose: the first "target"
+            targets.append((world.episode, held.position, held.orientation))
+            return state
+
+        world.set_target, world.reset = record, reset_and_record
+        rollout.run()
+    steps, turns = [], []
+    for (ea, pa, qa), (eb, pb, qb) in zip(targets, targets[1:]):
+        if ea == eb:
+            steps.append(float(np.linalg.norm(pb - pa)))
+            turns.append(quat_angle(qa, qb))
+    assert len(steps) == 2 * (1.0 * limits.output_rate_hz)  # every bridge tick, both episodes
+    assert max(steps) <= limits.max_step_translation + 1e-9
+    assert max(turns) <= limits.max_step_rotation + 1e-9
+    assert max(steps) > 0.99 * limits.max_step_translation   # the limit was reached
+    assert rollout.world.tcp_pose().position[1] < -0.1     # and the arm did move
