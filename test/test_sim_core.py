@@ -225,6 +225,21 @@ def test_pacer_keeps_sim_time_on_wall_time_and_resyncs_instead_of_bursting():
         Pacer(-1.0)
 
 
+def test_pacer_reanchors_when_sim_time_moves_under_it():
+    """A sim time read mid-reset (the keyframe's time 0) once anchored the pacer 447 s in
+    the past: the physics then slept for 447 s. Sim time ahead of schedule by more than
+    max_lag re-anchors instead of waiting."""
+    clock = FakeClock()
+    pacer = Pacer(1.0, max_lag=0.1, clock=clock)
+    clock.t = 447.0
+    pacer.behind(447.0)
+    assert pacer.behind(0.0) == 0.0 and pacer.resyncs == 1   # the torn read
+    assert pacer.behind(447.0) == 0.0 and pacer.resyncs == 2  # real time again: no wait
+    clock.t += 0.002
+    assert pacer.behind(447.0) == pytest.approx(0.002)
+    assert pacer.behind(447.05) == pytest.approx(-0.048)     # normal waiting is kept
+
+
 def test_rate_and_rtf_meters():
     clock = FakeClock()
     meter, rtf = RateMeter(clock), RtfMeter(0.0, clock)

@@ -113,7 +113,9 @@ class SimArmNode(Node):
         next_frame = world.time
         step = 0
         while not self._stop.is_set():
-            behind = self.pacer.behind(world.time)
+            with self.lock:  # a reset passes through time 0 (keyframe) before restoring it
+                sim_time = world.time
+            behind = self.pacer.behind(sim_time)
             if behind < dt:
                 time.sleep(min(0.002, max(0.0002, self.pacer.wall_seconds(dt - behind))))
                 continue

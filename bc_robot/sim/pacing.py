@@ -42,7 +42,10 @@ class Pacer:
             self._anchor = (now, sim_time)
         wall0, sim0 = self._anchor
         lag = sim0 + (now - wall0) * self.rtf - sim_time
-        if lag > self.max_lag * self.rtf:
+        # Behind by more than max_lag: re-anchor rather than burst. Ahead by more than
+        # max_lag cannot come from pacing (it never steps ahead of schedule), only from sim
+        # time moving under it: re-anchor too, or the physics would wait that long.
+        if abs(lag) > self.max_lag * self.rtf:
             self.resyncs += 1
             self._anchor = (now, sim_time)
             lag = 0.0
