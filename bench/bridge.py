@@ -6,8 +6,10 @@ period jitter seen by a subscriber in another process, at 100 and 500 Hz.
 Three kinds of process take part in the jitter measurement, as on a robot PC: the bridge
 (`python -m bc_robot.nodes.controller_bridge`), a feeder (this process: /current_pose at
 200 Hz and a 20 Hz policy stream, so the bridge is TRACKING and interpolating) and a
-recorder (this script with --record) that does nothing but timestamp /target_pose arrivals.
-Jitter is |interval − nominal period|. Prints median/p99/max; never a pass/fail.
+recorder (this script with --record) that does nothing but timestamp /target_pose arrivals,
+twice: when the middleware received each message (MessageInfo.received_timestamp, "DDS") and
+when the recorder's Python callback ran ("cb", which adds the recorder's own executor
+latency). Jitter is |interval − nominal period|. Prints median/p99/max; never a pass/fail.
 """
 from __future__ import annotations
 
@@ -82,10 +84,11 @@ def record(topic: str, seconds: float, out: str) -> int:
 
     rclpy.init()
     node = Node('bench_bridge_recorder')
-    arrivals, stamps = [], []
+    arrivals, stamps, received = [], [], []
 
-    def on_msg(msg):
+    def on_msg(msg, info):  # two parameters: rclpy passes the middleware's MessageInfo
         arrivals.append(time.perf_counter())
+        received.append(info['received_timestamp'] * 1e-9)
         stamps.append(stamp_to_seconds(msg.header.stamp))
 
     node.create_subscription(PoseStamped, topic, on_msg, COMMAND_QOS)
@@ -97,7 +100,8 @@ def record(topic: str, seconds: float, out: str) -> int:
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         executor.spin_once(timeout_sec=0.1)
-    Path(out).write_text(json.dumps({'arrivals': arrivals, 'stamps': stamps}))
+    Path(out).write_text(json.dumps({'arrivals': arrivals, 'stamps': stamps,
+                                     'received': received}))
     executor.shutdown()
     node.destroy_node()
     rclpy.try_shutdown()
@@ -153,6 +157,7 @@ def bench_jitter(rate: float, clock: str, seconds: float, env: dict, workdir: Pa
                            f'ROS_DOMAIN_ID {os.environ["ROS_DOMAIN_ID"]}; pick another')
     data = json.loads(out.read_text())
     arrivals, stamps = np.array(data['arrivals']), np.array(data['stamps'])
+    received = np.array(data['received'])
     period = 1.0 / rate
     intervals = np.diff(arrivals)
     stamp_intervals = np.diff(stamps)
@@ -164,6 +169,7 @@ def bench_jitter(rate: float, clock: str, seconds: float, env: dict, workdir: Pa
         'jitter_ms': stats(np.abs(intervals - period), 1e3),
         'period_ms': stats(intervals, 1e3),
         'stamp_jitter_ms': stats(np.abs(stamp_intervals - period), 1e3),
+        'receive_jitter_ms': stats(np.abs(np.diff(received) - period), 1e3),
     }
 
 
@@ -237,7 +243,8 @@ def main() -> int:
                 print(f'output period jitter at {rate:g} Hz, output_clock={clock}, '
                       f'realtime_priority={priority} '
                       f'({r["measured_rate_hz"]:.1f} Hz received), ms:')
-                print_stats('|interval - period| (subscriber)', r['jitter_ms'])
+                print_stats('|interval - period| (subscriber cb)', r['jitter_ms'])
+                print_stats('|interval - period| (subscriber DDS)', r['receive_jitter_ms'])
                 print_stats('|stamp interval - period| (bridge)', r['stamp_jitter_ms'])
     finally:
         rclpy.try_shutdown()
