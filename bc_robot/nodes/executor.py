@@ -9,7 +9,10 @@ in a group that also has a timer, measured here (one process, controller_bridge 
 100 Hz pose publisher, 15 s): the publisher's timer fired 119 times instead of 1500, gaps
 up to 2.1 s, one core at 100 %. This subclass claims a mutually exclusive group when it
 dispatches a callback and leaves the group's entities out of the wait set until that
-callback returns: same gaps 10.0 ms median, 13 ms max, 0.2 of a core.
+callback returns: same gaps 10.0 ms median, 13 ms max, 0.2 of a core. How hard the spin
+bites depends on thread timing (a later run of the same setup on a busier machine gave the
+stock executor 1376 of 1500); what it cost reliably: the test suite went from 8 min 23 s with
+4 failures to 4 min 41 s with none, the bridge's output jitter p99 from 20 ms to under 1 ms.
 """
 from __future__ import annotations
 
