@@ -154,8 +154,7 @@ def test_fewer_messages_than_metadata_declares_names_the_topic(episode, tmp_path
     data = next(episode.glob('*.mcap')).read_bytes()
     records = _record_offsets(data)
     chunks = [(off, length) for op, off, length in records if op == 0x06]
-    if len(chunks) < 2:
-        pytest.skip('recorder wrote a single chunk; nothing to cut between chunks')
+    assert len(chunks) >= 2, 'the synthetic episode must span chunks to cut between them'
     cut = chunks[-1][0]
     copy = _copy_episode(episode, tmp_path / 'short', data[:cut])
     with pytest.raises(ValueError, match=r'topic /\S+ holds \d+ messages but .* declares'):

@@ -197,10 +197,7 @@ class CheckpointMcapWriter(McapWriter):
         buffer that a later flush would put somewhere)."""
         fd = self._file.fileno()
         try:
-            view = memoryview(blob)
-            written = 0
-            while written < len(view):
-                written += os.pwrite(fd, view[written:], offset + written)
+            _pwrite_all(fd, blob, offset)
             end = offset + len(blob)
             if end < self._file_end:
                 os.ftruncate(fd, end)
@@ -217,9 +214,7 @@ class CheckpointMcapWriter(McapWriter):
         fd = self._file.fileno()
         try:
             os.ftruncate(fd, self._tail_start)
-            written = 0
-            while written < len(self._last_tail):
-                written += os.pwrite(fd, self._last_tail[written:], self._tail_start + written)
+            _pwrite_all(fd, self._last_tail, self._tail_start)
             self._file_end = self._tail_start + len(self._last_tail)
         except OSError:
             LOG.exception('could not restore the MCAP summary of %s', self.path)
@@ -740,3 +735,11 @@ def _hashes_from_metadata(path: Path) -> dict[str, str]:
                 for t in info['topics_with_message_count']}
     except (OSError, KeyError, TypeError, yaml.YAMLError):
         return {}
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    """All of `data` at `offset`, unbuffered (os.pwrite may write less than asked)."""
+    view = memoryview(data)
+    written = 0
+    while written < len(view):
+        written += os.pwrite(fd, view[written:], offset + written)
