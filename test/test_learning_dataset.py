@@ -14,6 +14,7 @@ from bc_robot.core.preprocess import preprocess_image
 from bc_robot.core.spec import CameraSpec
 from bc_robot.learning.config import DaggerConfig, DataConfig, load_config, parse_override
 from bc_robot.learning.convert import convert_episode, convert_episodes, find_episodes
+from bc_robot.core.state import state_slice
 from bc_robot.learning.dataset import BatchSampler, ChunkDataset, compute_stats, split_episodes
 from bc_robot.learning.synthetic import SyntheticEpisode, render, tcp_path, write_episode
 
@@ -174,6 +175,14 @@ def test_split_stats_and_batches(tmp_path):
     np.testing.assert_allclose(stats['action'].mean, train_actions.mean(0), atol=1e-6)
     assert len(stats['state'].mean) == CONFIG.state_dim
     assert all(s >= 1e-2 for s in stats['action'].std)  # constant dims get the floor
+    # model.relative_position: position labels relative to the sample's latest measured TCP.
+    anchor = state_slice(CONFIG.state_keys, 'ee_position')
+    relative = compute_stats(train, anchor)
+    expected = np.concatenate([(e.actions[:, :, :3] - e.state[e.history[:, -1]][:, None, anchor])
+                               [e.valid] for e in train])
+    np.testing.assert_allclose(relative['action'].mean[:3], expected.mean(0), atol=1e-6)
+    np.testing.assert_allclose(relative['action'].mean[3:], stats['action'].mean[3:], atol=1e-9)
+    assert max(relative['action'].std[:3]) < max(stats['action'].std[:3])
     dataset = ChunkDataset(train, ['front'])
     batch = dataset.batch(np.array([0, 5, len(dataset) - 1]))
     assert batch.images['front'].shape == (3, 2, 24, 32, 3)
@@ -197,6 +206,10 @@ def test_config_errors_name_the_key_and_value(tmp_path):
         load_config(None, {'head': 'tree'})
     with pytest.raises(ValueError, match="state_keys entry 'elbow'"):
         load_config(None, {'data.state_keys': ['elbow']})
+    with pytest.raises(ValueError, match=r"relative_position needs ee_position .*'gripper'"):
+        load_config(None, {'model.relative_position': True, 'data.state_keys': ['gripper']})
+    with pytest.raises(ValueError, match="relative_position must be true or false, got 'yes'"):
+        load_config(None, {'model.relative_position': 'yes'})
     assert parse_override('train.steps=20') == ('train.steps', 20)
     config = load_config(None, {'data.cameras': [{'name': 'wrist', 'height': 32, 'width': 32}]})
     assert config.data.cameras[0] == CameraSpec('wrist', 32, 32)

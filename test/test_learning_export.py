@@ -28,13 +28,14 @@ def _stats() -> dict[str, NormStats]:
     return {'action': stats, 'state': state}
 
 
-def _policy(head: str, options: dict | None = None) -> BCPolicy:
+def _policy(head: str, options: dict | None = None, relative: bool = False) -> BCPolicy:
     torch.manual_seed(0)
     arch = PolicyArch(head=head, cameras=CAMERAS, state_keys=STATE_KEYS, history=2,
                       chunk_length=4, control_rate_hz=20.0,
                       action_representation='ee_pose_rot6d_gripper',
                       model=ModelConfig(channels=(8, 16), keypoints=8, d_model=32,
-                                        state_hidden=16, head_options=options or {}))
+                                        state_hidden=16, relative_position=relative,
+                                        head_options=options or {}))
     return BCPolicy(arch, _stats())
 
 
@@ -75,6 +76,31 @@ def test_every_head_exports_with_parity_and_runs_in_the_runtime(head, tmp_path):
     chunk = backend.infer(observation)
     assert chunk.shape == (4, 10) and np.all(np.isfinite(chunk))
     backend.close()
+
+
+@pytest.mark.parametrize('head', ['mse', 'flow'])
+def test_relative_position_is_added_back_inside_the_graph(head, tmp_path):
+    """model.relative_position: the graph still outputs absolute targets, anchored on the
+    latest measured TCP position. A head whose output layer is zeroed predicts the mean
+    offset (flow integrates a zero velocity from zero noise), so the exported positions must
+    be that offset plus the state's ee_position."""
+    policy = _policy(head, relative=True)
+    last = [m for m in policy.head.modules() if isinstance(m, torch.nn.Linear)][-1]
+    torch.nn.init.zeros_(last.weight)
+    torch.nn.init.zeros_(last.bias)
+    export_policy(policy, _stats(), tmp_path / head, _observations(4))
+    session = ort_session(tmp_path / head / 'policy.onnx')
+    names = [i.name for i in session.get_inputs()]
+    observation = _observations(1, seed=5)[0]
+    feed = {**observation, 'prefix': np.zeros((1, 4, 10), np.float32),
+            'prefix_weights': np.zeros((1, 4), np.float32),
+            'noise': np.zeros((1, 4, 10), np.float32)}
+    feed = {k: (v[None] if k in observation else v) for k, v in feed.items() if k in names}
+    chunk = session.run(None, feed)[0][0]
+    mean = np.asarray(_stats()['action'].mean, np.float32)
+    anchored = mean[:3] + observation['state'][-1, :3]
+    np.testing.assert_allclose(chunk[:, :3], np.broadcast_to(anchored, (4, 3)), atol=1e-5)
+    np.testing.assert_allclose(chunk[:, 3:], np.broadcast_to(mean[3:], (4, 7)), atol=1e-5)
 
 
 @pytest.mark.parametrize('head', ['flow', 'diffusion'])

@@ -27,9 +27,34 @@ def _model(path, velocity=(0.0, 0.004, 0.0), **spec_overrides):
 
 def test_config_is_validated():
     for bad in (dict(episodes=0), dict(seed=-1), dict(timeout_s=float('nan')),
-                dict(execute_steps=0), dict(threads=0)):
-        with pytest.raises(ValueError, match=next(iter(bad))):
+                dict(execute_steps=0), dict(threads=0), dict(executor='later'),
+                dict(executor='rtc', delay_s=-0.1)):
+        with pytest.raises(ValueError, match=list(bad)[-1]):
             RolloutConfig(**bad)
+    with pytest.raises(ValueError, match='delay_s 0.2 needs an executor'):
+        RolloutConfig(delay_s=0.2)
+
+
+@pytest.mark.parametrize('executor', ['sync', 'ensemble', 'async', 'rtc'])
+def test_executors_on_a_virtual_clock(tmp_path, executor):
+    """200 ms of inference delay (4 ticks) on a 16-action chunk: sync stalls for every
+    inference, the others never leave a tick without an action."""
+    config = RolloutConfig(episodes=1, timeout_s=3.0, executor=executor, delay_s=0.2)
+    with PolicyRollout(_model(tmp_path / 'm'), config) as rollout:
+        (result,) = rollout.run()
+    assert not result.error and result.duration == pytest.approx(3.0)
+    if executor == 'sync':
+        # 60 ticks: 0-3 wait for the first chunk (start-up, not a stall); each chunk runs
+        # 16 ticks and asks again on its last, arriving 4 ticks later: 3 idle ticks at
+        # 20-22 and 39-41, and 58-59 before the fourth chunk would arrive at 61.
+        assert result.idle_ticks == 8 and result.chunks == 4
+    else:
+        assert result.idle_ticks == 0
+        # One inference in flight at a time, as in the node: ensemble asks again as soon as
+        # one arrives (every 4 ticks); async/rtc when 8 actions remain: the first chunk
+        # (ticks 0-15) asks at tick 7, each later one 7 ticks after its start (0, 7, …, 56).
+        assert result.chunks == (15 if executor == 'ensemble' else 9)
+    assert 0.0 < result.max_step_m < 0.02
 
 
 def test_runs_the_configured_seeds_deterministically(tmp_path):

@@ -27,6 +27,17 @@ def state_labels(state_keys: Sequence[str]) -> list[str]:
     return labels
 
 
+def state_slice(state_keys: Sequence[str], key: str) -> slice:
+    """Where `key` sits in the state vector laid out by `state_keys`."""
+    _check_keys(state_keys)
+    if key not in state_keys:
+        raise ValueError(f'state key {key!r} is not in the state layout {list(state_keys)}')
+    start = 0
+    for name in state_keys[:list(state_keys).index(key)]:
+        start += STATE_KEY_DIMS[name]
+    return slice(start, start + STATE_KEY_DIMS[key])
+
+
 def gripper_opening(finger_positions: Sequence[float], finger_travel: float) -> float:
     """Measured gripper opening (1 = open) from the finger joint positions (m): their mean
     over one finger's full travel. Not clipped, so a sensor glitch stays visible. Used by

@@ -155,6 +155,10 @@ class ModelConfig:
     d_model: int = 128
     state_hidden: int = 64
     dropout: float = 0.0
+    # Predict positions relative to the latest measured ee_position (added back inside the
+    # graph, so the artifact still outputs absolute targets): "move 3 cm toward the cube"
+    # is the same function wherever the arm starts, which generalizes from few demos.
+    relative_position: bool = False
     head_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -169,6 +173,9 @@ class ModelConfig:
                                         f'of 4 (attention heads)')
         _number('model.state_hidden', self.state_hidden, 4, 2048, integer=True)
         _number('model.dropout', self.dropout, 0.0, 0.9)
+        _require(isinstance(self.relative_position, bool),
+                 f'model.relative_position must be true or false, got '
+                 f'{self.relative_position!r}')
         _require(isinstance(self.head_options, dict),
                  f'model.head_options must be a mapping, got {self.head_options!r}')
 
@@ -230,6 +237,9 @@ class TrainConfig:
         _require(self.head in TRAINABLE_HEADS,
                  f'head {self.head!r} is not one of {", ".join(TRAINABLE_HEADS)}')
         _number('seed', self.seed, 0, 2**31 - 1, integer=True)
+        _require(not self.model.relative_position or 'ee_position' in self.data.state_keys,
+                 f'model.relative_position needs ee_position in data.state_keys, got '
+                 f'{list(self.data.state_keys)}')
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

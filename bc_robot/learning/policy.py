@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from bc_robot.core.spec import ACTION_DIMS, STATE_KEY_DIMS, CameraSpec, NormStats
+from bc_robot.core.state import state_slice
 from bc_robot.learning.config import ModelConfig, TrainConfig
 from bc_robot.learning.dataset import Batch
 from bc_robot.learning.heads import HEADS, DiscreteHead
@@ -40,6 +41,12 @@ class PolicyArch:
     @property
     def action_dim(self) -> int:
         return ACTION_DIMS[self.action_representation]
+
+    @property
+    def relative_anchor(self) -> slice | None:
+        """The state slice positions are predicted relative to (None: absolute)."""
+        return state_slice(self.state_keys, 'ee_position') if self.model.relative_position \
+            else None
 
     @classmethod
     def from_config(cls, config: TrainConfig) -> PolicyArch:
@@ -125,6 +132,7 @@ class BCPolicy(nn.Module):
         self.register_buffer('action_std', _stats_tensor(stats.get('action'), 'std', a, 1.0))
         self.register_buffer('state_mean', _stats_tensor(stats.get('state'), 'mean', s, 0.0))
         self.register_buffer('state_std', _stats_tensor(stats.get('state'), 'std', s, 1.0))
+        self.anchor = arch.relative_anchor
         self.encoder = ObsEncoder(arch)
         head_cls = HEADS[arch.head]
         options = dict(arch.model.head_options)
@@ -146,8 +154,19 @@ class BCPolicy(nn.Module):
     def accepts_prefix(self) -> bool:
         return bool(self.head.accepts_prefix)
 
-    def normalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
-        return (actions - self.action_mean) / self.action_std
+    def _anchor(self, state: torch.Tensor | None, actions: torch.Tensor) -> torch.Tensor | float:
+        """What to add to a predicted chunk: the latest measured ee_position on the position
+        dims with `model.relative_position`, else nothing."""
+        if self.anchor is None or state is None:
+            return 0.0
+        position = state[:, -1, self.anchor]
+        rest = torch.zeros(position.shape[0], actions.shape[-1] - 3, dtype=actions.dtype,
+                           device=actions.device)
+        return torch.cat([position.to(actions.dtype), rest], -1)[:, None, :]
+
+    def normalize_actions(self, actions: torch.Tensor, state: torch.Tensor | None
+                          ) -> torch.Tensor:
+        return (actions - self._anchor(state, actions) - self.action_mean) / self.action_std
 
     def encode(self, images: dict[str, torch.Tensor], state: torch.Tensor | None):
         state_n = (state - self.state_mean) / self.state_std if state is not None \
@@ -159,7 +178,7 @@ class BCPolicy(nn.Module):
         """Data-dependent head initialisation from the first training batch (GMM seeds its
         components on training chunks); a no-op for the other heads."""
         ctx, _tokens = self.encode(batch.images, batch.state)
-        self.head.initialize(ctx, self.normalize_actions(batch.actions))
+        self.head.initialize(ctx, self.normalize_actions(batch.actions, batch.state))
 
     def loss(self, batch: Batch) -> torch.Tensor:
         """Weighted mean of per-sample losses (sample weights = HG-DAgger weighting)."""
@@ -170,7 +189,7 @@ class BCPolicy(nn.Module):
                 ) -> torch.Tensor:
         """The training loss (forward is what DistributedDataParallel synchronises)."""
         ctx, tokens = self.encode(images, state)
-        target = self.normalize_actions(actions)
+        target = self.normalize_actions(actions, state)
         mask = torch.where(valid, torch.ones_like(weight[:, None]),
                            torch.full_like(weight[:, None], self.arch.padding_weight))
         per_sample = self.head.loss(ctx, tokens, target, mask)
@@ -186,11 +205,12 @@ class BCPolicy(nn.Module):
         if noise is None and self.stochastic:
             noise = torch.randn(b, self.arch.chunk_length, self.arch.action_dim,
                                 device=ctx.device)
-        prefix_n = self.normalize_actions(prefix) if prefix is not None else None
+        prefix_n = self.normalize_actions(prefix, state) if prefix is not None else None
         if prefix_n is not None and noise is None:
             noise = torch.zeros_like(prefix_n)
         out = self.head.sample(ctx, tokens, noise, prefix_n, prefix_weights)
-        return out * self.action_std + self.action_mean
+        out = out * self.action_std + self.action_mean
+        return out + self._anchor(state, out)
 
 
 class ExportModule(nn.Module):

@@ -8,10 +8,16 @@ calls them, `OnnxBackend` as the policy node loads it, `ActionLayout.to_target` 
 action and `BridgeCore` (safety gate + interpolation at the bridge's output rate) between
 the policy and the arm. Success is `SimWorld.task_state()`, the payload sim_arm publishes.
 
-Inference is synchronous and sim time does not advance during it: the figures are those of
-a policy with zero latency (the chunking executors and their delay handling are measured on
-the deploy graph, not here). Every `execute_steps` actions the policy re-plans from a fresh
-observation.
+Two ways to turn chunks into actions:
+- `executor: None` (default): synchronous, sim time stops during inference (a zero-latency
+  policy); every `execute_steps` actions it re-plans from a fresh observation.
+- `executor: sync|ensemble|async|rtc`: the policy node's own executor (`core.chunking`,
+  configured from policy_node's parameter defaults) on a virtual clock. An inference that
+  starts at tick k sees the observation of tick k and its chunk arrives `delay_s` sim
+  seconds later, while the executor keeps stepping (or stalls, for `sync`) — the real-time
+  chunking experiment without wall-clock noise, deterministic per seed, and ~10x faster
+  than the deploy graph. What it leaves out (camera frame age, DDS, a loaded CPU) is what
+  `bench/e2e.py` on the deploy graph measures.
 """
 from __future__ import annotations
 
@@ -26,8 +32,11 @@ import numpy as np
 from bc_robot.core.actions import ActionLayout
 from bc_robot.core.bridge import POLICY, BridgeCore
 from bc_robot.core.bridge_settings import BRIDGE_SCHEMA, config_from_params, limits_from_params
+from bc_robot.core.chunking import EXECUTORS, ChunkExecutor, make_executor
+from bc_robot.core.delay import DelayEstimator
 from bc_robot.core.gate import GateLimits
-from bc_robot.core.policy_settings import OBSERVATION_SCHEMA
+from bc_robot.core.policy_settings import (OBSERVATION_SCHEMA, POLICY_SCHEMA, delay_config,
+                                           executor_config)
 from bc_robot.core.preprocess import preprocess_image
 from bc_robot.core.spec import (IMAGE_INPUT_PREFIX, NOISE_INPUT, PREFIX_INPUT,
                                 PREFIX_WEIGHTS_INPUT, STATE_INPUT)
@@ -51,6 +60,8 @@ class RolloutConfig:
     timeout_s: float = 30.0          # sim seconds per episode
     execute_steps: int | None = None
     threads: int = 1                 # ONNX Runtime intra-op threads
+    executor: str | None = None      # None: synchronous re-planning; else a policy executor
+    delay_s: float = 0.0             # executor: observation → chunk available (sim seconds)
 
     def __post_init__(self) -> None:
         for name in ('episodes', 'threads'):
@@ -67,6 +78,14 @@ class RolloutConfig:
                                                or self.execute_steps < 1):
             raise ValueError(f'execute_steps must be an int >= 1 (or None), got '
                              f'{self.execute_steps!r}')
+        if self.executor is not None and self.executor not in EXECUTORS:
+            raise ValueError(f'executor {self.executor!r} is not one of {", ".join(EXECUTORS)}')
+        if not isinstance(self.delay_s, (int, float)) or not math.isfinite(self.delay_s) \
+                or not 0.0 <= self.delay_s <= 5.0:
+            raise ValueError(f'delay_s must be in [0, 5] sim seconds, got {self.delay_s!r}')
+        if self.delay_s > 0 and self.executor is None:
+            raise ValueError(f'delay_s {self.delay_s} needs an executor (sync, ensemble, '
+                             f'async or rtc)')
 
     @property
     def seeds(self) -> list[int]:
@@ -83,6 +102,8 @@ class RolloutResult:
     chunks: int                     # inferences
     wall_s: float
     error: str = ''                 # a chunk the policy node would refuse ends the episode
+    idle_ticks: int = 0             # control ticks without an action (the arm held)
+    max_step_m: float = 0.0         # largest position change between consecutive actions
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -152,46 +173,62 @@ class PolicyRollout:
                 gripper_opening(joints[n:], self.finger_travel), joints[:n])
         return parts
 
-    def _plan(self, inputs: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
-        """One chunk, fed as the sync executor feeds it (an all-zero prefix mask), with the
+    def _plan(self, inputs: dict[str, np.ndarray], rng: np.random.Generator,
+              prefix: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """One chunk, with the executor's prefix (all-zero weights when it has none), the
         noise drawn from the episode's generator so a seed always replays the same way."""
         feed = dict(inputs)
         spec, length = self.spec, self.spec.chunk_length
         if spec.accepts_prefix:
-            feed[PREFIX_INPUT] = np.zeros((length, self.layout.dim), dtype=np.float32)
-            feed[PREFIX_WEIGHTS_INPUT] = np.zeros(length, dtype=np.float32)
+            feed[PREFIX_INPUT], feed[PREFIX_WEIGHTS_INPUT] = prefix or (
+                np.zeros((length, self.layout.dim), dtype=np.float32),
+                np.zeros(length, dtype=np.float32))
         if spec.input_named(NOISE_INPUT) is not None:
             feed[NOISE_INPUT] = rng.standard_normal((length, self.layout.dim)).astype(np.float32)
         return self.layout.validate_chunk(self.backend.infer(feed), length)
 
+    def _executor(self) -> ChunkExecutor:
+        """The policy node's executor with its parameter defaults (chunk length, horizon,
+        delay margin and estimator as deployed)."""
+        params = {**POLICY_SCHEMA.defaults(), 'executor': self.config.executor}
+        return make_executor(executor_config(params, self.spec), self.layout,
+                             DelayEstimator(delay_config(params)), self.control_steps *
+                             self.world.timestep, self.spec.accepts_prefix)
+
     def run_episode(self, seed: int) -> RolloutResult:
         began = time.perf_counter()
         world, dt = self.world, self.world.timestep
+        period = self.control_steps * dt
         world.set_seed(seed)
         world.reset()
         bridge = BridgeCore(self.limits, self.bridge_config)
-        history = ObservationHistory(self.spec.history, self.control_steps * dt)
+        history = ObservationHistory(self.spec.history, period)
+        source = (_ExecutorSource(self._executor(), self.config.delay_s, period)
+                  if self.config.executor else _ReplanSource(self.execute_steps))
         rng = np.random.default_rng(seed)
-        queue: list[np.ndarray] = []
-        step = chunks = 0
+        step = tick = 0
         error = ''
         state = world.task_state()
         while not state['success'] and step * dt < self.config.timeout_s - 1e-9:
             now = step * dt  # episode time: the bridge sees the same clock in every episode
-            if self.spec.history > 1 or not queue:
+
+            def plan(prefix: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+                if self.spec.history == 1:
+                    history.add(now, self._observe())
+                return self._plan(history.wait_newer(None, 0.0)[1], rng, prefix)
+
+            if self.spec.history > 1:
                 history.add(now, self._observe())
-            if not queue:
-                try:
-                    queue = list(self._plan(history.wait_newer(None, 0.0)[1], rng)
-                                 [:self.execute_steps])
-                except ValueError as exc:
-                    error = f'policy output refused: {exc}'
-                    logger.error('seed %d: %s', seed, error)
-                    break
-                chunks += 1
-            pose, gripper = self.layout.to_target(queue.pop(0))
-            bridge.on_target(POLICY, pose.position, pose.orientation, now, now)
-            bridge.on_gripper(POLICY, gripper, now)
+            try:
+                action = source.action(tick, plan)
+            except ValueError as exc:
+                error = f'policy output refused: {exc}'
+                logger.error('seed %d: %s', seed, error)
+                break
+            if action is not None:
+                pose, gripper = self.layout.to_target(action)
+                bridge.on_target(POLICY, pose.position, pose.orientation, now, now)
+                bridge.on_gripper(POLICY, gripper, now)
             for _ in range(self.control_steps):
                 if step % self.bridge_steps == 0:
                     measured = world.tcp_pose()  # what sim_arm's /current_pose carries
@@ -203,19 +240,81 @@ class PolicyRollout:
                         world.set_gripper(out.gripper)
                 world.step(1)
                 step += 1
+            tick += 1
             state = world.task_state()
         history.close()
         success = bool(state['success'])
         result = RolloutResult(seed, success, round(step * dt, 3) if success else None,
-                               round(step * dt, 3), round(float(state['distance']), 4), chunks,
-                               round(time.perf_counter() - began, 3), error)
+                               round(step * dt, 3), round(float(state['distance']), 4),
+                               source.chunks, round(time.perf_counter() - began, 3), error,
+                               source.idle_ticks, round(source.max_step_m, 5))
         logger.info('seed %d: %s after %.2f s sim (%.1f s wall, %d chunks, %.3f m)', seed,
                     'success' if success else 'FAILED', result.duration, result.wall_s,
-                    chunks, result.final_distance)
+                    source.chunks, result.final_distance)
         return result
 
     def run(self) -> list[RolloutResult]:
         return [self.run_episode(seed) for seed in self.config.seeds]
+
+
+class _ActionSource:
+    """Where each control tick's action comes from; counts what the executors are judged by."""
+
+    def __init__(self) -> None:
+        self.chunks = 0
+        self.idle_ticks = 0        # after the first action: the start-up wait is not a stall
+        self.max_step_m = 0.0
+        self._last: np.ndarray | None = None
+
+    def _emit(self, action: np.ndarray | None) -> np.ndarray | None:
+        if action is None:
+            self.idle_ticks += self._last is not None
+            return None
+        if self._last is not None:
+            step = float(np.linalg.norm(action[:3] - self._last[:3]))
+            self.max_step_m = max(self.max_step_m, step)
+        self._last = action
+        return action
+
+
+class _ReplanSource(_ActionSource):
+    """Synchronous: plan, run `execute_steps` actions, plan again (sim time stops while
+    the policy runs)."""
+
+    def __init__(self, execute_steps: int) -> None:
+        super().__init__()
+        self.execute_steps = execute_steps
+        self._queue: list[np.ndarray] = []
+
+    def action(self, tick: int, plan) -> np.ndarray | None:
+        if not self._queue:
+            self._queue = list(plan()[:self.execute_steps])
+            self.chunks += 1
+        return self._emit(self._queue.pop(0))
+
+
+class _ExecutorSource(_ActionSource):
+    """A policy executor on a virtual clock: an inference requested at tick k uses tick k's
+    observation and delivers `delay_s` later (at least the next tick, as in the node)."""
+
+    def __init__(self, executor: ChunkExecutor, delay_s: float, period: float) -> None:
+        super().__init__()
+        self.executor, self.delay_s, self.period = executor, delay_s, period
+        self.delay_ticks = max(1, math.ceil(delay_s / period - 1e-9))
+        self._pending: tuple[int, int, np.ndarray] | None = None  # (ready, start, chunk)
+
+    def action(self, tick: int, plan) -> np.ndarray | None:
+        executor = self.executor
+        if self._pending is not None and self._pending[0] <= tick:
+            _, start, chunk = self._pending
+            self._pending = None
+            executor.deliver(chunk, start, tick, self.delay_s, (tick - start) * self.period)
+        action = self._emit(executor.step(tick))
+        if self._pending is None and executor.wants_inference(tick):
+            chunk = plan(executor.prefix_for(tick))
+            self._pending = (tick + self.delay_ticks, tick, chunk)
+            self.chunks += 1
+        return action
 
 
 def summarize(results: list[RolloutResult]) -> dict:

@@ -254,16 +254,20 @@ def train(config: TrainConfig, episodes: list[EpisodeArrays], run_dir: str | Pat
     cams = [c.name for c in config.data.cameras]
     train_set = ChunkDataset(train_eps, cams)
     val_set = ChunkDataset(val_eps, cams) if val_eps else None
-    stats = compute_stats(train_eps)
+    arch = PolicyArch.from_config(config)
+    stats = compute_stats(train_eps, arch.relative_anchor)
 
     resume_data = load_checkpoint(ckpt_dir / 'last.pt') if resume else None
     if resume_data is not None:
         stats = stats_from_json(resume_data['stats'])
-    arch = PolicyArch.from_config(config)
     init_data = load_checkpoint(init) if init is not None and resume_data is None else None
     if init_data is not None:
         # Fine-tuning keeps the earlier policy's normalization: its weights mean something
-        # only in those units.
+        # only in those units (which is why absolute and relative positions cannot mix).
+        earlier = PolicyArch.from_json(json.loads(init_data['arch'])).model.relative_position
+        if earlier != config.model.relative_position:
+            raise ValueError(f'--init {init}: model.relative_position is {earlier} there and '
+                             f'{config.model.relative_position} here; fine-tune with the same')
         stats = stats_from_json(init_data['stats'])
     policy = BCPolicy(arch, stats)
     head_loaded = _init_from(policy, init_data) if init_data is not None else False
