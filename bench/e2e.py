@@ -17,6 +17,12 @@ parameter (the delay is added to every inference). Per condition:
 - task time: sim seconds to success (successful episodes);
 - obs→target latency.
 
+`--virtual` runs the same conditions in-process instead (`bc_robot.learning.rollout`): the
+policy node's executors on a virtual clock, an inference that starts at tick k seeing tick
+k's frame and delivering exactly `delay` later, no DDS, no wall clock — deterministic per
+seed and ~10x faster, so 50 episodes per condition fit in minutes. The deploy graph adds
+what it leaves out (frame age, a loaded CPU); run both and compare.
+
 Prints median/p99/max and writes everything as JSON; never a pass/fail. It also states
 whether rtc keeps ≥ 90 % of its zero-delay success at 200 ms and how the executors order
 under delay (rtc ≥ async ≥ ensemble > sync is the expected result).
@@ -51,6 +57,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--output', default=None, help='work folder (logs, dumps)')
     parser.add_argument('--json', default=None, help='write the figures here')
     parser.add_argument('--domain-id', type=int, default=None)
+    parser.add_argument('--virtual', action='store_true',
+                        help='in-process on a virtual clock instead of the deploy graph')
+    parser.add_argument('--threads', type=int, default=2,
+                        help='--virtual: ONNX Runtime threads')
     return parser.parse_args(argv)
 
 
@@ -73,6 +83,53 @@ def condition_figures(result, delay: float, executor: str) -> dict:
         'delay_measured_ms': result.latency.get('delay_ms', {}),
         'log': str(result.log_path),
     }
+
+
+def virtual_figures(summary: dict, delay: float, executor: str, rate_hz: float) -> dict:
+    """The same row as `condition_figures`, from an in-process rollout summary."""
+    from bc_robot.orchestrate.stats import percentiles, wilson_interval
+    results = summary['results']
+    lo, hi = wilson_interval(summary['successes'], summary['episodes'])
+    ticks = sum(round(r['duration'] * rate_hz) for r in results)
+    idle = sum(r['idle_ticks'] for r in results)
+    return {
+        'delay_ms': delay, 'executor': executor, 'episodes': summary['episodes'],
+        'successes': summary['successes'], 'success_rate': summary['rate'],
+        'success_ci95': [lo, hi], 'errors': sum(bool(r['error']) for r in results),
+        'idle_ticks': idle, 'idle_fraction': idle / ticks if ticks else math.nan,
+        'largest_boundary_step_mm': 1e3 * max(r['max_boundary_step_m'] for r in results),
+        'boundary_step_mm': percentiles([1e3 * r['max_boundary_step_m'] for r in results]),
+        'typical_step_mm': 1e3 * float(sorted(r['typical_step_m'] for r in results)
+                                       [len(results) // 2]),
+        'task_time_s': percentiles([r['time_to_success'] for r in results if r['success']]),
+        'obs_to_target_ms': {}, 'delay_measured_ms': {}, 'log': '',
+    }
+
+
+def run_virtual(args, model: Path) -> list[dict]:
+    from bc_robot.core.spec import load_spec
+    from bc_robot.learning.rollout import RolloutConfig, evaluate_model
+    rate_hz = load_spec(model).control_rate_hz
+    rows = []
+    for delay in args.delays:
+        for executor in args.executors:
+            config = RolloutConfig(episodes=args.episodes, seed=args.seed,
+                                   timeout_s=args.timeout, threads=args.threads,
+                                   executor=executor, delay_s=delay / 1000.0)
+            rows.append(virtual_figures(evaluate_model(model, config), delay, executor,
+                                        rate_hz))
+            print_row(rows[-1])
+            if args.json:
+                Path(args.json).write_text(json.dumps({'rows': rows}, indent=1))
+    return rows
+
+
+def print_row(row: dict) -> None:
+    from bc_robot.orchestrate.report import fmt
+    print(f'{row["executor"]:>8} {row["delay_ms"]:5.0f} ms: success {row["successes"]}/'
+          f'{row["episodes"]}, idle ticks {row["idle_ticks"]}, largest boundary step '
+          f'{fmt(row["largest_boundary_step_mm"])} mm, task time p50 '
+          f'{fmt(row["task_time_s"].get("p50"))} s', flush=True)
 
 
 def observations(rows: list[dict], delays: list[float]) -> list[str]:
@@ -104,31 +161,19 @@ def observations(rows: list[dict], delays: list[float]) -> list[str]:
     return notes
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
-    logging.getLogger('OpenGL').setLevel(logging.WARNING)
-    from bc_robot.graph import resolve_model
+def run_graph(args, model: Path, seeds: list[int]) -> list[dict]:
     from bc_robot.orchestrate.episodes import EpisodeSettings
     from bc_robot.orchestrate.evaluate import DeploySettings, evaluate
-    from bc_robot.orchestrate.report import fmt
     from bc_robot.orchestrate.ros import RosLink, private_domain, stop_on_sigterm
-    model = Path(resolve_model(args.model))
-    if not (model / 'policy.json').is_file():
-        print(f'bench/e2e.py: no policy in {model}; pass --model FOLDER (e.g. one from '
-              f'`bc-robot loop`, under <output>/models/)', file=sys.stderr)
-        return 2
     domain = private_domain(args.domain_id)
     work = Path(args.output or f'out/e2e-{time.strftime("%Y%m%d-%H%M%S")}').resolve()
     work.mkdir(parents=True, exist_ok=True)
-    seeds = [args.seed + k for k in range(args.episodes)]
     print(f'e2e: model {model}, executors {args.executors}, delays {args.delays} ms, '
           f'{args.episodes} episodes each (seeds {seeds[0]}..{seeds[-1]}), domain {domain}, '
           f'work {work}', flush=True)
     rows = []
     stop_on_sigterm()
     link = RosLink('bc_robot_e2e')
-    began = time.monotonic()
     try:
         for delay in args.delays:
             for executor in args.executors:
@@ -136,16 +181,38 @@ def main(argv=None) -> int:
                                           inject_delay_ms=delay,
                                           episode=EpisodeSettings(timeout=args.timeout))
                 result = evaluate(link, work, f'{executor}-{int(delay)}ms', settings, seeds)
-                row = condition_figures(result, delay, executor)
-                rows.append(row)
-                print(f'{executor:>8} {delay:5.0f} ms: success {row["successes"]}/'
-                      f'{row["episodes"]}, idle ticks {row["idle_ticks"]}, largest boundary '
-                      f'step {fmt(row["largest_boundary_step_mm"])} mm, task time p50 '
-                      f'{fmt(row["task_time_s"]["p50"])} s', flush=True)
+                rows.append(condition_figures(result, delay, executor))
+                print_row(rows[-1])
                 if args.json:
                     Path(args.json).write_text(json.dumps({'rows': rows}, indent=1))
     finally:
         link.close()
+    return rows
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+    logging.getLogger('OpenGL').setLevel(logging.WARNING)
+    from bc_robot.graph import resolve_model
+    from bc_robot.orchestrate.report import fmt
+    model = Path(resolve_model(args.model))
+    if not (model / 'policy.json').is_file():
+        print(f'bench/e2e.py: no policy in {model}; pass --model FOLDER (e.g. one from '
+              f'`bc-robot loop`, under <output>/models/)', file=sys.stderr)
+        return 2
+    seeds = [args.seed + k for k in range(args.episodes)]
+    began = time.monotonic()
+    if args.virtual:
+        if args.task != 'push':
+            print('bench/e2e.py: --virtual runs the push task only', file=sys.stderr)
+            return 2
+        print(f'e2e (virtual clock, in-process): model {model}, executors {args.executors}, '
+              f'delays {args.delays} ms, {args.episodes} episodes each (seeds '
+              f'{seeds[0]}..{seeds[-1]})', flush=True)
+        rows = run_virtual(args, model)
+    else:
+        rows = run_graph(args, model, seeds)
     print('\n| delay (ms) | executor | success | idle ticks | largest boundary step (mm) '
           '| typical step (mm) | task time p50 / p99 / max (s) | obs→target p50 / p99 / '
           'max (ms) |')
@@ -161,7 +228,7 @@ def main(argv=None) -> int:
     for note in notes:
         print('- ' + note)
     summary = {'model': str(model), 'episodes': args.episodes, 'seeds': seeds,
-               'task': args.task, 'timeout_s': args.timeout,
+               'mode': 'virtual' if args.virtual else 'graph', 'task': args.task, 'timeout_s': args.timeout,
                'elapsed_s': round(time.monotonic() - began, 1), 'rows': rows,
                'observations': notes}
     if args.json:

@@ -104,6 +104,8 @@ class RolloutResult:
     error: str = ''                 # a chunk the policy node would refuse ends the episode
     idle_ticks: int = 0             # control ticks without an action (the arm held)
     max_step_m: float = 0.0         # largest position change between consecutive actions
+    max_boundary_step_m: float = 0.0  # ... on the first action of a new chunk
+    typical_step_m: float = 0.0     # median change between actions of the same chunk
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -247,7 +249,8 @@ class PolicyRollout:
         result = RolloutResult(seed, success, round(step * dt, 3) if success else None,
                                round(step * dt, 3), round(float(state['distance']), 4),
                                source.chunks, round(time.perf_counter() - began, 3), error,
-                               source.idle_ticks, round(source.max_step_m, 5))
+                               source.idle_ticks,
+                               *(round(v, 5) for v in source.step_figures()))
         logger.info('seed %d: %s after %.2f s sim (%.1f s wall, %d chunks, %.3f m)', seed,
                     'success' if success else 'FAILED', result.duration, result.wall_s,
                     source.chunks, result.final_distance)
@@ -263,18 +266,25 @@ class _ActionSource:
     def __init__(self) -> None:
         self.chunks = 0
         self.idle_ticks = 0        # after the first action: the start-up wait is not a stall
-        self.max_step_m = 0.0
+        self.boundary_steps: list[float] = []
+        self.inner_steps: list[float] = []
         self._last: np.ndarray | None = None
 
-    def _emit(self, action: np.ndarray | None) -> np.ndarray | None:
+    def _emit(self, action: np.ndarray | None, new_chunk: bool) -> np.ndarray | None:
         if action is None:
             self.idle_ticks += self._last is not None
             return None
         if self._last is not None:
             step = float(np.linalg.norm(action[:3] - self._last[:3]))
-            self.max_step_m = max(self.max_step_m, step)
+            (self.boundary_steps if new_chunk else self.inner_steps).append(step)
         self._last = action
         return action
+
+    def step_figures(self) -> tuple[float, float, float]:
+        """(largest step, largest boundary step, median step inside chunks) in metres."""
+        every = self.boundary_steps + self.inner_steps
+        return (max(every, default=0.0), max(self.boundary_steps, default=0.0),
+                float(np.median(self.inner_steps)) if self.inner_steps else 0.0)
 
 
 class _ReplanSource(_ActionSource):
@@ -287,10 +297,11 @@ class _ReplanSource(_ActionSource):
         self._queue: list[np.ndarray] = []
 
     def action(self, tick: int, plan) -> np.ndarray | None:
-        if not self._queue:
+        new_chunk = not self._queue
+        if new_chunk:
             self._queue = list(plan()[:self.execute_steps])
             self.chunks += 1
-        return self._emit(self._queue.pop(0))
+        return self._emit(self._queue.pop(0), new_chunk)
 
 
 class _ExecutorSource(_ActionSource):
@@ -309,7 +320,8 @@ class _ExecutorSource(_ActionSource):
             _, start, chunk = self._pending
             self._pending = None
             executor.deliver(chunk, start, tick, self.delay_s, (tick - start) * self.period)
-        action = self._emit(executor.step(tick))
+        action = executor.step(tick)
+        action = self._emit(action, executor.started_chunk is not None)
         if self._pending is None and executor.wants_inference(tick):
             chunk = plan(executor.prefix_for(tick))
             self._pending = (tick + self.delay_ticks, tick, chunk)
