@@ -3,11 +3,14 @@ seeds and determinism, refusal of models the sim cannot feed, and the safety gat
 the policy and the simulated arm."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from bc_robot.core.pose import quat_angle
 from bc_robot.learning.rollout import PolicyRollout, RolloutConfig, summarize
+from bc_robot.orchestrate.evaluate import evaluate_virtual
 from bc_robot.runtime.testing_models import affine_function, make_spec, write_model
 
 PUSH_INPUTS = dict(cameras=[('front', 60, 80)], state_keys=('ee_position', 'ee_rot6d', 'gripper'),
@@ -151,3 +154,15 @@ def test_targets_never_jump_more_than_the_gate_allows(tmp_path):
     assert max(turns) <= limits.max_step_rotation + 1e-9
     assert max(steps) > 0.99 * limits.max_step_translation   # the limit was reached
     assert rollout.world.tcp_pose().position[1] < -0.1     # and the arm did move
+
+
+def test_the_loop_can_evaluate_in_process(tmp_path):
+    """`bc-robot loop --evaluation virtual`: the same summary the deploy graph gives."""
+    model = _model(tmp_path / 'm')
+    result = evaluate_virtual(tmp_path, 'eval-bc', model, 'rtc', [3, 4], timeout=1.0)
+    s = result.summary
+    assert (s['episodes'], s['successes'], s['errors'], s['seeds']) == (2, 0, 0, [3, 4])
+    assert s['timeouts'] == 2 and [o.duration for o in result.outcomes] == [1.0, 1.0]
+    assert json.loads(result.log_path.read_text())['seeds'] == [3, 4]
+    with pytest.raises(ValueError, match='consecutive seeds'):
+        evaluate_virtual(tmp_path, 'x', model, 'rtc', [3, 5], timeout=1.0)

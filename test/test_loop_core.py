@@ -196,6 +196,10 @@ def test_loop_settings_refuse_bad_budgets():
         LoopSettings(variants=('plain', 'clever'))
     with pytest.raises(ValueError, match='eval_episodes'):
         LoopSettings(eval_episodes=0)
+    with pytest.raises(ValueError, match="evaluation 'guess'"):
+        LoopSettings(evaluation='guess')
+    with pytest.raises(ValueError, match="push task only, not 'reach'"):
+        LoopSettings(evaluation='virtual', task='reach')
     assert LoopSettings(rounds=0).rounds == 0
 
 

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bc_robot.orchestrate.episodes import EpisodeSettings
-from bc_robot.orchestrate.evaluate import TASKS, DeploySettings, EvalResult, evaluate
+from bc_robot.orchestrate.evaluate import (TASKS, DeploySettings, EvalResult, evaluate,
+                                           evaluate_virtual)
 from bc_robot.orchestrate.record import record_demos
 from bc_robot.orchestrate.report import loop_figure, loop_table, rate_text, write_json
 from bc_robot.orchestrate.ros import RosLink
@@ -29,6 +30,7 @@ from bc_robot.orchestrate.training import (VARIANTS, TrainOutcome, TrainSettings
 from bc_robot.recording.episode import read_episode_json
 
 log = logging.getLogger('bc_robot.orchestrate')
+EVALUATIONS = ('graph', 'virtual')
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class LoopSettings:
     rounds: int = 2
     corrections: int = 10          # correction episodes per round (and per variant after 1)
     eval_episodes: int = 20
+    evaluation: str = 'graph'      # 'graph': deploy graph in real time; 'virtual': in-process
     variants: tuple[str, ...] = VARIANTS
     task: str = 'push'
     executor: str = 'rtc'
@@ -62,6 +65,11 @@ class LoopSettings:
         if unknown or not self.variants:
             raise ValueError(f'variants {list(self.variants)} must be a non-empty subset of '
                              f'{list(VARIANTS)}')
+        if self.evaluation not in EVALUATIONS:
+            raise ValueError(f'evaluation {self.evaluation!r} is not one of '
+                             f'{", ".join(EVALUATIONS)}')
+        if self.evaluation == 'virtual' and self.task != 'push':
+            raise ValueError(f'virtual evaluation runs the push task only, not {self.task!r}')
         if self.task not in TASKS:
             raise ValueError(f'task {self.task!r} is not one of {", ".join(TASKS)}')
         if not 1.0 <= self.demo_timeout <= 600.0:
@@ -118,7 +126,11 @@ def run_loop(link: RosLink, out: Path, settings: LoopSettings,
                               expert=dict(settings.expert), **kw)
 
     def evaluation(name: str, model: Path) -> EvalResult:
-        result = evaluate(link, work, name, deploy(model), eval_seeds)
+        if settings.evaluation == 'virtual':
+            result = evaluate_virtual(work, name, model, settings.executor, eval_seeds,
+                                      settings.episode.timeout)
+        else:
+            result = evaluate(link, work, name, deploy(model), eval_seeds)
         write_json(work / f'{name}.episodes.json', [o.to_json() for o in result.outcomes])
         s = result.summary
         say(f'  evaluation {name}: success {rate_text(s["successes"], s["episodes"])}')
@@ -188,7 +200,7 @@ def run_loop(link: RosLink, out: Path, settings: LoopSettings,
     (out / 'loop.md').write_text(
         f'# bc-robot loop\n\n{settings.task}, {settings.demos} demonstrations, '
         f'{settings.rounds} HG-DAgger round(s) of {settings.corrections} correction episodes, '
-        f'{settings.eval_episodes} evaluation episodes (seeds {eval_seeds[0]}..'
+        f'{settings.eval_episodes} evaluation episodes ({settings.evaluation}, seeds {eval_seeds[0]}..'
         f'{eval_seeds[-1]}), head {settings.train.head}, {settings.train.steps} steps; '
         f'{results["elapsed_s"]:.0f} s.\n\n{table}\n\n![success](loop.png)\n')
     say(table)
