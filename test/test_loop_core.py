@@ -16,7 +16,7 @@ import pytest
 from bc_robot.orchestrate import draw
 from bc_robot.orchestrate.episodes import EpisodeSettings
 from bc_robot.orchestrate.evaluate import NO_CORRECTION, DeploySettings, EvalResult
-from bc_robot.orchestrate.loop import LoopSettings
+from bc_robot.orchestrate.loop import LoopSettings, dart_params
 from bc_robot.orchestrate.report import demo_report, loop_figure, loop_table, rate_text
 from bc_robot.orchestrate.stats import (ACTING, IDLE, PAUSED, EpisodeOutcome, chunking_summary,
                                         percentiles, summarize, trace_arrays, wilson_interval,
@@ -196,6 +196,11 @@ def test_loop_settings_refuse_bad_budgets():
         LoopSettings(variants=('plain', 'clever'))
     with pytest.raises(ValueError, match='eval_episodes'):
         LoopSettings(eval_episodes=0)
+    with pytest.raises(ValueError, match='dart_sigma = 0.5'):
+        LoopSettings(dart_sigma=0.5)
+    assert dart_params(0.0) is None
+    assert dart_params(0.01) == {'dart_enabled': True, 'dart_sigma_position': 0.01,
+                                 'dart_max_position': 0.02}
     with pytest.raises(ValueError, match="evaluation 'guess'"):
         LoopSettings(evaluation='guess')
     with pytest.raises(ValueError, match="push task only, not 'reach'"):

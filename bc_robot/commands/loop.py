@@ -64,6 +64,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--threads', type=int, default=1,
                         help='torch CPU threads (1: more threads than free cores make torch '
                              'many times slower while the sim runs beside it)')
+    parser.add_argument('--dart', type=float, default=0.0, metavar='SIGMA_M',
+                        help='record the demonstrations with DART noise of this std (m) on '
+                             'the executed target (0 = off; the label stays the clean '
+                             'command)')
     parser.add_argument('--side', default='random', choices=('random', 'left', 'right'),
                         help='push: the scripted human approaches from this side (random: '
                              'bimodal demonstrations, which an mse head averages)')
@@ -87,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
             eval_episodes=args.eval_episodes, evaluation=args.evaluation, variants=tuple(dict.fromkeys(args.variants)),
             task=args.task, executor=args.executor, finetune=args.finetune,
             expert={} if args.side == 'random' else {'side': args.side},
+            dart_sigma=args.dart,
             episode=EpisodeSettings(timeout=args.timeout),
             train=TrainSettings(head=args.head, steps=args.steps, batch_size=args.batch_size,
                                 image_size=args.image_size, threads=args.threads,

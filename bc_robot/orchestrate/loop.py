@@ -54,6 +54,7 @@ class LoopSettings:
     finetune: bool = False         # retrain from the previous policy instead of from scratch
     sim: dict[str, Any] = field(default_factory=dict)
     expert: dict[str, Any] = field(default_factory=dict)   # sim_expert parameters (e.g. side)
+    dart_sigma: float = 0.0        # m; > 0: DART noise on the executed target while recording
 
     def __post_init__(self) -> None:
         for name, low, high in (('demos', 1, 1000), ('rounds', 0, 20), ('corrections', 1, 1000),
@@ -72,8 +73,21 @@ class LoopSettings:
             raise ValueError(f'virtual evaluation runs the push task only, not {self.task!r}')
         if self.task not in TASKS:
             raise ValueError(f'task {self.task!r} is not one of {", ".join(TASKS)}')
+        if not 0.0 <= self.dart_sigma <= 0.025:  # the cap, 2 sigma, must fit teleop_node's 0.05
+            raise ValueError(f'dart_sigma = {self.dart_sigma} must be in [0, 0.025] m')
         if not 1.0 <= self.demo_timeout <= 600.0:
             raise ValueError(f'demo_timeout = {self.demo_timeout} must be in [1, 600] s')
+
+
+def dart_params(sigma: float) -> dict[str, Any] | None:
+    """teleop_node parameters for DART demonstrations (Laskey et al. 2017): correlated noise
+    of `sigma` (capped at 2 sigma) on the executed target; the scripted human sees the
+    perturbed arm and corrects it, and the label stays its clean command, so the data
+    shows recoveries the policy will need."""
+    if sigma <= 0.0:
+        return None
+    return {'dart_enabled': True, 'dart_sigma_position': float(sigma),
+            'dart_max_position': 2.0 * float(sigma)}
 
 
 def _collected(outcomes) -> list[Path]:
@@ -139,7 +153,7 @@ def run_loop(link: RosLink, out: Path, settings: LoopSettings,
     say(f'[loop] recording {settings.demos} demonstrations through teleop …')
     record = record_demos(link, work, 'record', settings.demos, out / 'demos', settings.task,
                           settings.demo_seed, settings.demo_seed, settings.demo_timeout, sim,
-                          expert=settings.expert)
+                          expert=settings.expert, teleop=dart_params(settings.dart_sigma))
     say(f'  {len(record.episodes)} episodes recorded, expert success '
         f'{record.expert.get("successes", 0)}/{record.expert.get("episodes", 0)} '
         f'({record.seconds:.0f} s)')

@@ -45,11 +45,14 @@ def record_demos(link: RosLink, work: Path, name: str, count: int, output_dir: P
                  task: str = 'push', seed: int = 1000, expert_seed: int = 1000,
                  episode_timeout: float = 30.0, sim: dict[str, Any] | None = None,
                  ready_timeout: float = 120.0, max_attempts: int | None = None,
-                 expert: dict[str, Any] | None = None) -> RecordResult:
+                 expert: dict[str, Any] | None = None,
+                 teleop: dict[str, Any] | None = None) -> RecordResult:
     """Record until `count` demonstrations succeeded (the scripted human fails some, as
     people do; failed ones stay on disk labelled `success: false`, which training skips) or
     `max_attempts` (default 3 × count) were made. Scene seeds are seed+1, seed+2, …
-    Returns the saved episode folders in recording order and the expert's own summary."""
+    `teleop` overrides teleop_node parameters (e.g. `dart_enabled`: DART noise on the executed
+    target, the clean command stays the label). Returns the saved episode folders in
+    recording order and the expert's own summary."""
     if not 1 <= count <= 10_000:
         raise ValueError(f'demonstration count {count} must be in [1, 10000]')
     attempts = max_attempts or 3 * count
@@ -66,6 +69,8 @@ def record_demos(link: RosLink, work: Path, name: str, count: int, output_dir: P
                        'episode_timeout': float(episode_timeout),
                        'summary_path': str(summary_path), **(expert or {})},
     }
+    if teleop:
+        params['teleop_node'] = dict(teleop)
     graph = GraphRun('record', work, name, link, {'sim': 'true', 'output_dir': str(output_dir)},
                      params)
     began = time.monotonic()
