@@ -20,7 +20,7 @@ parameter (the delay is added to every inference). Per condition:
 `--virtual` runs the same conditions in-process instead (`bc_robot.learning.rollout`): the
 policy node's executors on a virtual clock, an inference that starts at tick k seeing tick
 k's frame and delivering exactly `delay` later, no DDS, no wall clock — deterministic per
-seed and ~10x faster, so 50 episodes per condition fit in minutes. The deploy graph adds
+seed and ~10x faster than the deploy graph (~3 s an episode here). The deploy graph adds
 what it leaves out (frame age, a loaded CPU); run both and compare.
 
 Prints median/p99/max and writes everything as JSON; never a pass/fail. It also states
@@ -228,7 +228,8 @@ def main(argv=None) -> int:
     for note in notes:
         print('- ' + note)
     summary = {'model': str(model), 'episodes': args.episodes, 'seeds': seeds,
-               'mode': 'virtual' if args.virtual else 'graph', 'task': args.task, 'timeout_s': args.timeout,
+               'mode': 'virtual' if args.virtual else 'graph', 'task': args.task,
+               'timeout_s': args.timeout,
                'elapsed_s': round(time.monotonic() - began, 1), 'rows': rows,
                'observations': notes}
     if args.json:

@@ -88,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
         overrides = dict(parse_override(item) for item in args.set)
         settings = LoopSettings(
             demos=args.demos, rounds=args.rounds, corrections=args.corrections,
-            eval_episodes=args.eval_episodes, evaluation=args.evaluation, variants=tuple(dict.fromkeys(args.variants)),
+            eval_episodes=args.eval_episodes, evaluation=args.evaluation,
+            variants=tuple(dict.fromkeys(args.variants)),
             task=args.task, executor=args.executor, finetune=args.finetune,
             expert={} if args.side == 'random' else {'side': args.side},
             dart_sigma=args.dart,

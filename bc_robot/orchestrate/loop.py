@@ -214,9 +214,10 @@ def run_loop(link: RosLink, out: Path, settings: LoopSettings,
     (out / 'loop.md').write_text(
         f'# bc-robot loop\n\n{settings.task}, {settings.demos} demonstrations, '
         f'{settings.rounds} HG-DAgger round(s) of {settings.corrections} correction episodes, '
-        f'{settings.eval_episodes} evaluation episodes ({settings.evaluation}, seeds {eval_seeds[0]}..'
-        f'{eval_seeds[-1]}), head {settings.train.head}, {settings.train.steps} steps; '
-        f'{results["elapsed_s"]:.0f} s.\n\n{table}\n\n![success](loop.png)\n')
+        f'{settings.eval_episodes} evaluation episodes ({settings.evaluation}, seeds '
+        f'{eval_seeds[0]}..{eval_seeds[-1]}), head {settings.train.head}, '
+        f'{settings.train.steps} steps; {results["elapsed_s"]:.0f} s.\n\n{table}\n\n'
+        f'![success](loop.png)\n')
     say(table)
     return results
 
