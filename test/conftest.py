@@ -168,3 +168,26 @@ def pytest_runtest_makereport(item, call):
         if tmp is not None:
             for log in sorted(Path(tmp).glob('*.log')):
                 report.sections.append((f'node log {log.name}', log.read_text(errors='replace')[-6000:]))
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """Mount a 1 MiB tmpfs under tmp_path with the given mount options (full or read-only
+    disk tests); skips, saying why, where this process may not mount (needs root or
+    CAP_SYS_ADMIN)."""
+    mounted: list[Path] = []
+
+    def mount(options: str = 'size=1m') -> Path:
+        point = tmp_path / f'tiny{len(mounted)}'
+        point.mkdir()
+        result = subprocess.run(['mount', '-t', 'tmpfs', '-o', options, 'tmpfs', str(point)],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            pytest.skip(f'cannot mount a tmpfs here (needs root/CAP_SYS_ADMIN): '
+                        f'{result.stderr.strip()}')
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:
+        subprocess.run(['umount', '-l', str(point)], check=False)

@@ -199,16 +199,9 @@ def test_not_enough_free_space_refuses_to_start_with_figures(tmp_path):
 
 
 @pytest.fixture
-def tiny_fs(tmp_path):
-    """A 1 MiB tmpfs (full disk) — needs root and mount permission."""
-    mount_point = tmp_path / 'tiny'
-    mount_point.mkdir()
-    result = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', str(mount_point)],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.skip(f'cannot mount a tmpfs here (needs root/CAP_SYS_ADMIN): {result.stderr.strip()}')
-    yield mount_point
-    subprocess.run(['umount', '-l', str(mount_point)], check=False)
+def tiny_fs(tmpfs):
+    """A 1 MiB tmpfs (full disk)."""
+    return tmpfs('size=1m')
 
 
 def test_full_disk_stops_recording_with_a_clear_report_and_a_readable_bag(tiny_fs):

@@ -321,15 +321,8 @@ def test_sigterm_and_sigint_finalize_the_bag_and_metadata(probe, launch_node, tm
 
 
 @pytest.fixture
-def tiny_mount(tmp_path):
-    mount_point = tmp_path / 'tiny'
-    mount_point.mkdir()
-    result = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=1m,ro', 'tmpfs',
-                             str(mount_point)], capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.skip(f'cannot mount a tmpfs here (needs root/CAP_SYS_ADMIN): {result.stderr.strip()}')
-    yield mount_point
-    subprocess.run(['umount', '-l', str(mount_point)], check=False)
+def tiny_mount(tmpfs):
+    return tmpfs('size=1m,ro')
 
 
 def test_read_only_then_full_disk_give_clear_errors_while_the_arm_stays_controllable(
