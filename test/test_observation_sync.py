@@ -80,6 +80,7 @@ def test_skewed_and_stale_frames_are_dropped_with_their_reason():
     sync.add_proprio('joints', 0.90, [0.0] * 8)
     sync.add_proprio('pose', 0.90, pose_vec(0.4, 0.0))
     sync.add_frame('front', 1.000, IMG)
+    assert sync.poll(now=1.001) == [] and not sync.dropped  # waits for a newer sample
     assert sync.poll(now=1.05) == []
     assert sync.dropped['skew_joints'] == 1
     sync.add_frame('front', 1.1, IMG)
@@ -98,8 +99,24 @@ def test_second_camera_nearest_frame_within_skew():
     (obs,) = sync.poll(now=1.006)
     assert obs.images['wrist'][0, 0, 0] == 2 and obs.skews['wrist'] == pytest.approx(0.004)
     sync.add_frame('front', 1.100, IMG)
+    assert sync.poll(now=1.101) == []
     assert sync.poll(now=1.2) == []
     assert sync.dropped['skew_wrist'] == 1
+
+
+def test_a_late_frame_still_waits_for_the_other_camera_of_its_instant():
+    # Rendering and transport make frames arrive ~60 ms after their stamp, one camera after
+    # the other: the wait for the second camera counts from arrival, not from the stamp
+    # (counting from the stamp dropped two of three frames of a two-camera sim).
+    sync = make_sync(cameras=('front', 'wrist'), inputs=())
+    sync.add_frame('front', 1.000, IMG)
+    assert sync.poll(now=1.060) == [] and not sync.dropped
+    sync.add_frame('wrist', 1.000, IMG)
+    (obs,) = sync.poll(now=1.075)
+    assert obs.stamp == 1.0 and obs.skews['wrist'] == 0.0
+    sync.add_frame('front', 1.066, IMG)
+    assert sync.poll(now=1.130) == []
+    assert sync.poll(now=1.171) == [] and sync.dropped['skew_wrist'] == 1  # never came
 
 
 def test_state_only_policy_uses_joint_states_as_reference():

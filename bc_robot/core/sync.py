@@ -6,7 +6,11 @@ becomes one observation, stamped with that frame's header stamp. The other camer
 contribute their frame nearest in stamp, proprioception (joint states, end-effector pose)
 is *interpolated to the frame's stamp* (linear, slerp for orientation) when samples
 bracket it; an input further than `max_skew` from the stamp rejects the observation, and a
-frame older than `max_age` is dropped as stale. Every rejection is counted by reason, so a
+frame older than `max_age` is dropped as stale. A frame waits up to `wait_s` after it
+*arrives* (or after its stamp, if that is later) for the pieces still on their way: the
+other cameras' frames of the same instant are published one after another, so a frame that
+is already older than `wait_s` when it arrives (rendering, transport) must still wait for
+them instead of being dropped for skew. Every rejection is counted by reason, so a
 starving input is visible on /diagnostics instead of silently degrading the policy.
 
 policy_node: `ObservationAssembler` joins the published pieces (same stamp) again and
@@ -139,7 +143,8 @@ class ObservationSynchronizer:
                        for name in self.inputs}
         self._frames: dict[str, deque[tuple[float, np.ndarray]]] = {
             cam: deque(maxlen=8) for cam in self.cameras}
-        self._pending: deque[tuple[float, Any]] = deque(maxlen=16)
+        # [stamp, image, first seen by poll()]: poll runs on every input, so that is arrival
+        self._pending: deque[list[Any]] = deque(maxlen=16)
         self.dropped: Counter[str] = Counter()
         self.published = 0
         self._last_stamp = -math.inf
@@ -166,18 +171,22 @@ class ObservationSynchronizer:
             return
         if len(self._pending) == self._pending.maxlen:
             self.dropped['backlog'] += 1
-        self._pending.append((stamp, image))
+        self._pending.append([stamp, image, None])
 
     def poll(self, now: float) -> list[SyncedObservation]:
         """Observations that became ready (oldest first); drops stale or skewed frames."""
         ready = []
+        for entry in self._pending:
+            if entry[2] is None:
+                entry[2] = now
         while self._pending:
-            stamp, image = self._pending[0]
+            stamp, image, arrived = self._pending[0]
             if now - stamp > self.config.max_age_s:
                 self._pending.popleft()
                 self.dropped['stale'] += 1
                 continue
-            outcome = self._match(stamp, image, now)
+            outcome = self._match(stamp, image, now, waited=now - max(stamp, arrived) >
+                                  self.config.wait_s)
             if outcome == 'wait':
                 break
             self._pending.popleft()
@@ -189,9 +198,9 @@ class ObservationSynchronizer:
             ready.append(outcome)
         return ready
 
-    def _match(self, stamp: float, image: Any, now: float) -> SyncedObservation | str:
+    def _match(self, stamp: float, image: Any, now: float, waited: bool
+               ) -> SyncedObservation | str:
         skew_limit = self.config.max_skew_s
-        waited = now - stamp > self.config.wait_s
         images, skews = {}, {}
         for camera in self.cameras:
             if camera == self.reference:
