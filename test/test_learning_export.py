@@ -28,14 +28,15 @@ def _stats() -> dict[str, NormStats]:
     return {'action': stats, 'state': state}
 
 
-def _policy(head: str, options: dict | None = None, relative: bool = False) -> BCPolicy:
+def _policy(head: str, options: dict | None = None, relative: bool = False,
+            dropout: float = 0.0) -> BCPolicy:
     torch.manual_seed(0)
     arch = PolicyArch(head=head, cameras=CAMERAS, state_keys=STATE_KEYS, history=2,
                       chunk_length=4, control_rate_hz=20.0,
                       action_representation='ee_pose_rot6d_gripper',
                       model=ModelConfig(channels=(8, 16), keypoints=8, d_model=32,
                                         state_hidden=16, relative_position=relative,
-                                        head_options=options or {}))
+                                        dropout=dropout, head_options=options or {}))
     return BCPolicy(arch, _stats())
 
 
@@ -76,6 +77,24 @@ def test_every_head_exports_with_parity_and_runs_in_the_runtime(head, tmp_path):
     chunk = backend.infer(observation)
     assert chunk.shape == (4, 10) and np.all(np.isfinite(chunk))
     backend.close()
+
+
+@pytest.mark.parametrize('regulariser', ['dropout', 'state_noise'])
+def test_training_regularisers_act_in_training_only_and_stay_out_of_the_graph(regulariser,
+                                                                             tmp_path):
+    policy = _policy('mse', dropout=0.3 if regulariser == 'dropout' else 0.0)
+    policy.encoder.state_noise = 0.5 if regulariser == 'state_noise' else 0.0
+    obs = _observations(1)[0]
+    images = {c: torch.from_numpy(obs[f'image.{c}'][None]) for c in ('front', 'wrist')}
+    state = torch.from_numpy(obs['state'][None])
+    policy.train()
+    first, second = policy.encode(images, state)[0], policy.encode(images, state)[0]
+    assert not torch.allclose(first, second)   # the regulariser is on while training
+    policy.eval()
+    assert torch.equal(policy.encode(images, state)[0], policy.encode(images, state)[0])
+    result = export_policy(policy, _stats(), tmp_path / 'm', _observations(4),
+                           provenance={'data': ['synthetic']})
+    assert result.max_error <= 1e-3
 
 
 @pytest.mark.parametrize('head', ['mse', 'flow'])

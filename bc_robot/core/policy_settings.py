@@ -43,8 +43,9 @@ OBSERVATION_SCHEMA = ParamSchema([
               max_value=1.0),
     ParamSpec('max_age', 0.25, 'a frame older than this when ready is dropped as stale (s)',
               min_value=0.001, max_value=10.0),
-    ParamSpec('sync_wait', 0.04, 'how long a frame waits for proprioception after its stamp '
-              'so it can be interpolated rather than held (s)', min_value=0.0, max_value=1.0),
+    ParamSpec('sync_wait', 0.04, 'how long a frame waits, from its arrival, for the other '
+              "cameras' frames of its instant and for proprioception newer than its stamp (s)",
+              min_value=0.0, max_value=1.0),
     ParamSpec('diagnostics_rate_hz', 1.0, '/diagnostics rate', min_value=0.1, max_value=20.0),
 ])
 

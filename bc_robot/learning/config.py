@@ -154,7 +154,7 @@ class ModelConfig:
     keypoints: int = 32
     d_model: int = 128
     state_hidden: int = 64
-    dropout: float = 0.0
+    dropout: float = 0.0  # on the encoder's observation features, while training
     # Predict positions relative to the latest measured ee_position (added back inside the
     # graph, so the artifact still outputs absolute targets): "move 3 cm toward the cube"
     # is the same function wherever the arm starts, which generalizes from few demos.
@@ -195,6 +195,10 @@ class OptimConfig:
     checkpoint_every: int = 500
     ema_decay: float = 0.0  # 0 = off; e.g. 0.995 for diffusion/flow
     augment_shift: int = 4  # random-shift augmentation in pixels (0 = off)
+    # Gaussian noise on the encoder's state input, in units of each dimension's std (0 = off):
+    # with few demos the exact TCP position identifies the episode, and a network that can
+    # read it memorises the trajectory instead of looking at the cameras.
+    state_noise: float = 0.0
     threads: int = 0  # torch CPU threads (0 = torch default)
     parity_samples: int = 8  # held-out samples stored for the export parity check
     max_minutes: float = 0.0  # stop (and checkpoint) after this much wall time; 0 = off
@@ -217,6 +221,7 @@ class OptimConfig:
         _number('train.checkpoint_every', self.checkpoint_every, 1, 10_000_000, integer=True)
         _number('train.ema_decay', self.ema_decay, 0.0, 0.99999)
         _number('train.augment_shift', self.augment_shift, 0, 64, integer=True)
+        _number('train.state_noise', self.state_noise, 0.0, 10.0)
         _number('train.threads', self.threads, 0, 1024, integer=True)
         _number('train.parity_samples', self.parity_samples, 1, 1024, integer=True)
         _number('train.max_minutes', self.max_minutes, 0.0, 1e6)

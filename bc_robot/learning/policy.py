@@ -101,7 +101,10 @@ class ObsEncoder(nn.Module):
         self.position = nn.Parameter(torch.randn(1, self.n_tokens, d) * 0.02)
         self.fuse = nn.Sequential(nn.Linear(self.n_tokens * d, d), nn.GELU(),
                                   nn.Linear(d, d), nn.LayerNorm(d))
+        # on the observation features every head reads (context and tokens)
+        self.drop = nn.Dropout(m.dropout) if m.dropout else nn.Identity()
         self.augment_shift = 0
+        self.state_noise = 0.0
 
     def forward(self, images: dict[str, torch.Tensor], state: torch.Tensor | None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,10 +118,12 @@ class ObsEncoder(nn.Module):
                 x = random_shift(x, self.augment_shift)
             tokens.append(self.cameras[name](x).reshape(b, t, -1))
         if self.state is not None:
+            if self.training and self.state_noise:
+                state = state + self.state_noise * torch.randn_like(state)
             tokens.append(self.state(state))
         seq = torch.stack(tokens, 2).reshape(tokens[0].shape[0], self.n_tokens, -1)
-        seq = seq + self.position
-        return self.fuse(seq.reshape(seq.shape[0], -1)), seq
+        seq = self.drop(seq + self.position)
+        return self.drop(self.fuse(seq.reshape(seq.shape[0], -1))), seq
 
 
 class BCPolicy(nn.Module):

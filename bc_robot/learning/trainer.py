@@ -272,6 +272,7 @@ def train(config: TrainConfig, episodes: list[EpisodeArrays], run_dir: str | Pat
     policy = BCPolicy(arch, stats)
     head_loaded = _init_from(policy, init_data) if init_data is not None else False
     policy.encoder.augment_shift = opt.augment_shift
+    policy.encoder.state_noise = opt.state_noise
     policy.to(dev)
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=opt.lr, weight_decay=opt.weight_decay)
