@@ -208,6 +208,20 @@ def test_loop_settings_refuse_bad_budgets():
     assert LoopSettings(rounds=0).rounds == 0
 
 
+def test_loop_settings_check_reused_demonstrations(tmp_path):
+    folders = []
+    for k in range(2):
+        folders.append(tmp_path / f'ep{k}')
+        folders[-1].mkdir()
+        (folders[-1] / 'episode.json').write_text('{}')
+    assert LoopSettings(demos=2, demo_dirs=folders).demo_dirs == tuple(map(str, folders))
+    with pytest.raises(ValueError, match='demos = 3 but demo_dirs holds only 2'):
+        LoopSettings(demos=3, demo_dirs=folders)
+    with pytest.raises(ValueError,
+                       match=r"demo_dirs \[.*nowhere'\] are not recorded episode folders"):
+        LoopSettings(demos=1, demo_dirs=[tmp_path / 'nowhere'])
+
+
 # --- figures and reports ----------------------------------------------------------------------
 def test_nice_ticks_are_round_and_cover_the_range():
     assert draw.nice_ticks(0.0, 1.0) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]

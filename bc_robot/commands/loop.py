@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--output', default=None,
                         help='output folder (default: out/loop-<date>-<time>)')
     parser.add_argument('--demos', type=int, default=10, help='demonstrations to record (10)')
+    parser.add_argument('--demos-from', nargs='+', default=[], metavar='FOLDER',
+                        help='recorded episode folders (globs expanded by the shell): train on '
+                             'the first --demos of them, sorted, instead of recording')
     parser.add_argument('--rounds', type=int, default=2, help='HG-DAgger rounds (2)')
     parser.add_argument('--corrections', type=int, default=10,
                         help='correction episodes per round (10)')
@@ -92,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
             variants=tuple(dict.fromkeys(args.variants)),
             task=args.task, executor=args.executor, finetune=args.finetune,
             expert={} if args.side == 'random' else {'side': args.side},
-            dart_sigma=args.dart,
+            dart_sigma=args.dart, demo_dirs=tuple(args.demos_from),
             episode=EpisodeSettings(timeout=args.timeout),
             train=TrainSettings(head=args.head, steps=args.steps, batch_size=args.batch_size,
                                 image_size=args.image_size, threads=args.threads,

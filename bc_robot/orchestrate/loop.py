@@ -55,6 +55,9 @@ class LoopSettings:
     sim: dict[str, Any] = field(default_factory=dict)
     expert: dict[str, Any] = field(default_factory=dict)   # sim_expert parameters (e.g. side)
     dart_sigma: float = 0.0        # m; > 0: DART noise on the executed target while recording
+    # Recorded episode folders to take the first `demos` of instead of recording (a loop
+    # that starts from demonstrations someone already has, or compares on the same ones).
+    demo_dirs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name, low, high in (('demos', 1, 1000), ('rounds', 0, 20), ('corrections', 1, 1000),
@@ -77,6 +80,15 @@ class LoopSettings:
             raise ValueError(f'dart_sigma = {self.dart_sigma} must be in [0, 0.025] m')
         if not 1.0 <= self.demo_timeout <= 600.0:
             raise ValueError(f'demo_timeout = {self.demo_timeout} must be in [1, 600] s')
+        object.__setattr__(self, 'demo_dirs', tuple(str(d) for d in self.demo_dirs))
+        if self.demo_dirs:
+            missing = [d for d in self.demo_dirs if not (Path(d) / 'episode.json').is_file()]
+            if missing:
+                raise ValueError(f'demo_dirs {missing[:3]} are not recorded episode folders '
+                                 f'(no episode.json)')
+            if len(self.demo_dirs) < self.demos:
+                raise ValueError(f'demos = {self.demos} but demo_dirs holds only '
+                                 f'{len(self.demo_dirs)} episode folder(s)')
 
 
 def dart_params(sigma: float) -> dict[str, Any] | None:
@@ -150,24 +162,31 @@ def run_loop(link: RosLink, out: Path, settings: LoopSettings,
         say(f'  evaluation {name}: success {rate_text(s["successes"], s["episodes"])}')
         return result
 
-    say(f'[loop] recording {settings.demos} demonstrations through teleop …')
-    record = record_demos(link, work, 'record', settings.demos, out / 'demos', settings.task,
-                          settings.demo_seed, settings.demo_seed, settings.demo_timeout, sim,
-                          expert=settings.expert, teleop=dart_params(settings.dart_sigma))
-    say(f'  {len(record.episodes)} episodes recorded, expert success '
-        f'{record.expert.get("successes", 0)}/{record.expert.get("episodes", 0)} '
-        f'({record.seconds:.0f} s)')
-    phase('record', record.to_json())
+    if settings.demo_dirs:
+        demos = [Path(d).resolve() for d in sorted(settings.demo_dirs)[:settings.demos]]
+        say(f'[loop] {len(demos)} recorded demonstrations reused (not recording)')
+        phase('record', {'reused': [str(d) for d in demos]})
+    else:
+        say(f'[loop] recording {settings.demos} demonstrations through teleop …')
+        record = record_demos(link, work, 'record', settings.demos, out / 'demos',
+                              settings.task, settings.demo_seed, settings.demo_seed,
+                              settings.demo_timeout, sim, expert=settings.expert,
+                              teleop=dart_params(settings.dart_sigma))
+        say(f'  {len(record.episodes)} episodes recorded, expert success '
+            f'{record.expert.get("successes", 0)}/{record.expert.get("episodes", 0)} '
+            f'({record.seconds:.0f} s)')
+        phase('record', record.to_json())
+        demos = list(record.episodes)
 
     say('[loop] training the BC policy on the demonstrations …')
-    base = train_policy(record.episodes, runs / 'bc', models / 'bc', settings.train, 'plain')
+    base = train_policy(demos, runs / 'bc', models / 'bc', settings.train, 'plain')
     say(f'  {base.samples["labelled"]} labelled samples, {base.seconds:.0f} s')
     phase('train bc', base.to_json())
     ev = evaluation('eval-bc', base.model_dir)
     results['rows'].append(_row('bc', 0, ev, base, None))
     phase('eval bc', ev.to_json())
 
-    data = {v: list(record.episodes) for v in settings.variants}
+    data = {v: list(demos) for v in settings.variants}
     current = {v: base for v in settings.variants}
     for round_ in range(1, settings.rounds + 1):
         collected: dict[str, tuple[list[Path], dict[str, Any]]] = {}
