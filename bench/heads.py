@@ -10,7 +10,8 @@ then time `session.run` of the exported graph on CPU exactly as the policy node 
         --rollouts 20
 
 --rollouts N also runs each exported head closed loop on the simulated push task (N seeded
-scenes from --rollout-seed, in-process and faster than real time: bc_robot.learning.rollout)
+scenes from --rollout-seed, in-process and faster than real time: bc_robot.learning.rollout;
+--rollout-executor rtc --rollout-delay-ms 100 runs the deployed executor on a virtual clock)
 and reports rollout_success = successes / N with the seeds.
 """
 from __future__ import annotations
@@ -101,7 +102,8 @@ def bench_head(head: str, paths: list[Path], work: Path, args) -> dict:
         from bc_robot.learning.rollout import RolloutConfig, evaluate_model
         summary = evaluate_model(work / f'model-{head}', RolloutConfig(
             episodes=args.rollouts, seed=args.rollout_seed, timeout_s=args.rollout_timeout,
-            threads=args.ort_threads[0]))
+            threads=args.ort_threads[0], executor=args.rollout_executor,
+            delay_s=args.rollout_delay_ms / 1000.0))
         row.update({'rollout_success': summary['rate'], 'rollout_successes':
                     summary['successes'], 'rollout_seeds': summary['seeds'],
                     'rollout_wall_s_per_episode': summary['wall_s_per_episode']})
@@ -126,6 +128,12 @@ def main(argv: list[str] | None = None) -> int:
                         help='first scene seed of the rollouts (demos use seeds >= 1000)')
     parser.add_argument('--rollout-timeout', type=float, default=30.0,
                         help='sim seconds per rollout episode')
+    parser.add_argument('--rollout-executor', default=None,
+                        choices=('sync', 'ensemble', 'async', 'rtc'),
+                        help="the policy node's executor on a virtual clock (default: none, "
+                             're-plan every half chunk with zero latency)')
+    parser.add_argument('--rollout-delay-ms', type=float, default=0.0,
+                        help='--rollout-executor: observation → chunk delay (ms)')
     parser.add_argument('--json', help='write the figures here')
     args = parser.parse_args(argv)
     if args.rollouts < 0:

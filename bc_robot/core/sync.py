@@ -185,8 +185,8 @@ class ObservationSynchronizer:
                 self._pending.popleft()
                 self.dropped['stale'] += 1
                 continue
-            outcome = self._match(stamp, image, now, waited=now - max(stamp, arrived) >
-                                  self.config.wait_s)
+            outcome = self._match(stamp, image,
+                                  waited=now - max(stamp, arrived) > self.config.wait_s)
             if outcome == 'wait':
                 break
             self._pending.popleft()
@@ -198,8 +198,7 @@ class ObservationSynchronizer:
             ready.append(outcome)
         return ready
 
-    def _match(self, stamp: float, image: Any, now: float, waited: bool
-               ) -> SyncedObservation | str:
+    def _match(self, stamp: float, image: Any, waited: bool) -> SyncedObservation | str:
         skew_limit = self.config.max_skew_s
         images, skews = {}, {}
         for camera in self.cameras:
