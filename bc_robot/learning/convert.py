@@ -41,7 +41,7 @@ from bc_robot.core.actions import ActionLayout
 from bc_robot.core.image import decode_compressed_rgb8, image_to_rgb8
 from bc_robot.core.pose import Pose
 from bc_robot.core.preprocess import preprocess_image
-from bc_robot.core.state import build_state_vector
+from bc_robot.core.state import build_state_vector, gripper_opening
 from bc_robot.core.sync import StampedSeries, history_indices
 from bc_robot.learning.config import DaggerConfig, DataConfig
 from bc_robot.recording.reader import (BagMessage, Episode, TopicMessages, read_episode,
@@ -282,7 +282,8 @@ def convert_episode(path: str | Path, config: DataConfig,
     joints = StampedSeries(capacity=len(joint_msgs) + 1)
     for t, msg in zip(joint_times, joint_msgs.messages):
         fingers = _joint_values(msg, config.finger_joints, where)
-        opening = float(np.clip(np.mean(fingers) / config.finger_open_m, 0.0, 1.0))
+        # as observation_node reads it (unclipped): no train/deploy skew in the state input
+        opening = gripper_opening(fingers, config.finger_open_m)
         joints.add(float(t), [*_joint_values(msg, config.arm_joints, where), opening])
     poses = StampedSeries(capacity=len(pose_msgs) + 1, pose=True)
     for t, msg in zip(pose_times, pose_msgs.messages):
