@@ -82,6 +82,8 @@ def condition_figures(result, delay: float, executor: str) -> dict:
         'obs_to_target_ms': result.latency.get('obs_to_target_ms', {}),
         'delay_measured_ms': result.latency.get('delay_ms', {}),
         'log': str(result.log_path),
+        'per_seed': [{'seed': o.seed, 'success': o.success,
+                      'final_distance': o.final.get('distance')} for o in result.outcomes],
     }
 
 
@@ -103,6 +105,8 @@ def virtual_figures(summary: dict, delay: float, executor: str, rate_hz: float) 
                                        [len(results) // 2]),
         'task_time_s': percentiles([r['time_to_success'] for r in results if r['success']]),
         'obs_to_target_ms': {}, 'delay_measured_ms': {}, 'log': '',
+        'per_seed': [{'seed': r['seed'], 'success': r['success'],
+                      'final_distance': r['final_distance']} for r in results],
     }
 
 
