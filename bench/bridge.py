@@ -109,7 +109,7 @@ def record(topic: str, seconds: float, out: str) -> int:
 
 
 def bench_jitter(rate: float, clock: str, seconds: float, env: dict, workdir: Path,
-                 priority: int = 0) -> dict:
+                 priority: int = 0, recorder_priority: int = 0) -> dict:
     import rclpy
     from geometry_msgs.msg import PoseStamped
     from rclpy.node import Node
@@ -124,8 +124,11 @@ def bench_jitter(rate: float, clock: str, seconds: float, env: dict, workdir: Pa
          '-p', f'realtime_priority:={priority}'],
         env=env, cwd=REPO, stdout=open(workdir / f'bridge_{int(rate)}_{clock}_{priority}.log', 'w'),
         stderr=subprocess.STDOUT)
+    # A robot's controller reads /target_pose in a real-time process; --recorder-priority
+    # runs the measuring subscriber likewise, so its own preemption is not counted as jitter.
+    elevate = ['chrt', '-f', str(recorder_priority)] if recorder_priority else []
     recorder = subprocess.Popen(
-        [sys.executable, __file__, '--record', '/target_pose', str(seconds), str(out)],
+        [*elevate, sys.executable, __file__, '--record', '/target_pose', str(seconds), str(out)],
         env=env, cwd=REPO)
     node = Node('bench_bridge_feeder')
     pub_pose = node.create_publisher(PoseStamped, '/current_pose', SENSOR_QOS)
@@ -163,7 +166,7 @@ def bench_jitter(rate: float, clock: str, seconds: float, env: dict, workdir: Pa
     stamp_intervals = np.diff(stamps)
     return {
         'rate_hz': rate, 'output_clock': clock, 'realtime_priority': priority,
-        'messages': int(arrivals.size),
+        'recorder_priority': recorder_priority, 'messages': int(arrivals.size),
         'measured_rate_hz': float((arrivals.size - 1) / (arrivals[-1] - arrivals[0]))
         if arrivals.size > 1 else 0.0,
         'jitter_ms': stats(np.abs(intervals - period), 1e3),
@@ -207,6 +210,9 @@ def main() -> int:
                         choices=['thread', 'timer'])
     parser.add_argument('--priority', type=int, default=0,
                         help='also run output_clock=thread with this SCHED_FIFO priority')
+    parser.add_argument('--recorder-priority', type=int, default=0,
+                        help='run the measuring subscriber under SCHED_FIFO at this priority '
+                             '(chrt; needs root or an rtprio limit)')
     parser.add_argument('--record', nargs=3, metavar=('TOPIC', 'SECONDS', 'OUT'),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -238,11 +244,12 @@ def main() -> int:
             variants.append(('thread', args.priority))
         for rate in args.rates:
             for clock, priority in variants:
-                r = bench_jitter(rate, clock, args.seconds, env, workdir, priority)
+                r = bench_jitter(rate, clock, args.seconds, env, workdir, priority,
+                                 args.recorder_priority)
                 results['jitter'].append(r)
                 print(f'output period jitter at {rate:g} Hz, output_clock={clock}, '
                       f'realtime_priority={priority} '
-                      f'({r["measured_rate_hz"]:.1f} Hz received), ms:')
+                      f'recorder_priority={args.recorder_priority} ({r["measured_rate_hz"]:.1f} Hz received), ms:')
                 print_stats('|interval - period| (subscriber cb)', r['jitter_ms'])
                 print_stats('|interval - period| (subscriber DDS)', r['receive_jitter_ms'])
                 print_stats('|stamp interval - period| (bridge)', r['stamp_jitter_ms'])

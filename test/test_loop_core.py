@@ -222,6 +222,21 @@ def test_loop_settings_check_reused_demonstrations(tmp_path):
         LoopSettings(demos=1, demo_dirs=[tmp_path / 'nowhere'])
 
 
+def test_expert_options_are_checked_against_the_expert_node_schema():
+    from bc_robot.commands.loop import expert_params
+    assert expert_params('random', []) == {}
+    # Coerced to the node's types: an int 0 would fail a double ROS parameter at startup.
+    params = expert_params('left', ['noise=0', 'speed_variation=0.1'])
+    assert params == {'noise': 0.0, 'speed_variation': 0.1, 'side': 'left'}
+    assert isinstance(params['noise'], float)
+    with pytest.raises(ValueError, match='--expert nois: not an expert parameter'):
+        expert_params('random', ['nois=0'])
+    with pytest.raises(ValueError, match="'noise' = 2.0 is above the maximum"):
+        expert_params('random', ['noise=2'])
+    with pytest.raises(ValueError, match='must look like key=value'):
+        expert_params('random', ['noise'])
+
+
 # --- figures and reports ----------------------------------------------------------------------
 def test_nice_ticks_are_round_and_cover_the_range():
     assert draw.nice_ticks(0.0, 1.0) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]

@@ -74,10 +74,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--side', default='random', choices=('random', 'left', 'right'),
                         help='push: the scripted human approaches from this side (random: '
                              'bimodal demonstrations, which an mse head averages)')
+    parser.add_argument('--expert', action='append', default=[], metavar='KEY=VALUE',
+                        help='scripted human while recording and correcting: '
+                             'max_speed, push_speed, noise, speed_variation (e.g. noise=0)')
     parser.add_argument('--seed', type=int, default=0, help='training seed')
     parser.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
     parser.add_argument('--domain-id', type=int, default=None,
                         help='ROS_DOMAIN_ID to use (default: a private random one, localhost)')
+
+
+def expert_params(side: str, pairs: list[str]) -> dict:
+    """sim_expert parameters from --side and --expert KEY=VALUE, checked against the node's
+    own schema so a typo or an out-of-range value stops the loop before anything runs."""
+    from bc_robot.learning.config import parse_override
+    from bc_robot.sim.settings import EXPERT_PARAMS, SIM_EXPERT_SCHEMA
+    values = dict(parse_override(item) for item in pairs)
+    unknown = sorted(set(values) - set(EXPERT_PARAMS))
+    if unknown:
+        raise ValueError(f'--expert {", ".join(unknown)}: not an expert parameter; '
+                         f'known: {", ".join(EXPERT_PARAMS)}')
+    if side != 'random':
+        values['side'] = side
+    checked = SIM_EXPERT_SCHEMA.validate(values)
+    return {name: checked[name] for name in values}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -94,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
             eval_episodes=args.eval_episodes, evaluation=args.evaluation,
             variants=tuple(dict.fromkeys(args.variants)),
             task=args.task, executor=args.executor, finetune=args.finetune,
-            expert={} if args.side == 'random' else {'side': args.side},
+            expert=expert_params(args.side, args.expert),
             dart_sigma=args.dart, demo_dirs=tuple(args.demos_from),
             episode=EpisodeSettings(timeout=args.timeout),
             train=TrainSettings(head=args.head, steps=args.steps, batch_size=args.batch_size,
