@@ -156,6 +156,8 @@ def test_aggregation_variants_use_the_trainers_own_weights():
     settings = TrainSettings(head='mse', steps=50, intervention_weight=3.0, image_size=(24, 32))
     plain = settings.config_overrides('plain')
     assert all(plain[k] == v for k, v in PLAIN.items())
+    # plain is HG-DAgger: the human's labels count, the policy's own actions do not
+    assert plain['dagger.robot_weight'] == 0.0 and plain['dagger.intervention_weight'] == 1.0
     weighted = settings.config_overrides('weighted')
     assert weighted['dagger.intervention_weight'] == 3.0
     assert 'dagger.robot_weight' not in weighted   # the config file's weighting stays

@@ -65,8 +65,9 @@ def test_tiny_loop_records_trains_corrects_retrains_and_reports(tmp_path):
     assert collected['correction'] == rows[('weighted', 1)]['samples']['correction']
     if meta['interventions']['count'] > 0:
         assert collected['correction'] > 0
-    # plain aggregation weighs every sample 1; the weighted variant does not
-    assert collected['weight'] == pytest.approx(collected['total'])
+    # plain aggregation (HG-DAgger) weighs what a person labelled 1 and what the policy did 0
+    assert collected['weight'] == pytest.approx(collected['labelled'])
+    assert collected['total'] > collected['labelled']   # the policy drove part of the episode
     # the table and the plot
     table = (out / 'loop.md').read_text()
     for label in ('| bc | 0 |', '| plain | 1 |', '| weighted | 1 |'):

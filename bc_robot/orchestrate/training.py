@@ -21,8 +21,12 @@ from typing import Any, Sequence
 log = logging.getLogger('bc_robot.orchestrate')
 
 VARIANTS = ('plain', 'weighted')
+# HG-DAgger as published: the human's labels are aggregated, what the policy did on its own
+# is not a label (weight 0). Training on those samples too (robot_weight 1) imitated the
+# policy's own failures: 2/20 against 7/20 and 3/20 (two seeds) on the same data
+# (docs/BENCHMARKS.md).
 PLAIN = {'dagger.intervention_weight': 1.0, 'dagger.pre_intervention_window_s': 0.0,
-         'dagger.pre_intervention_weight': 1.0, 'dagger.robot_weight': 1.0,
+         'dagger.pre_intervention_weight': 0.0, 'dagger.robot_weight': 0.0,
          'dagger.demo_weight': 1.0}
 
 
