@@ -249,7 +249,8 @@ def main() -> int:
                 results['jitter'].append(r)
                 print(f'output period jitter at {rate:g} Hz, output_clock={clock}, '
                       f'realtime_priority={priority} '
-                      f'recorder_priority={args.recorder_priority} ({r["measured_rate_hz"]:.1f} Hz received), ms:')
+                      f'recorder_priority={args.recorder_priority} '
+                      f'({r["measured_rate_hz"]:.1f} Hz received), ms:')
                 print_stats('|interval - period| (subscriber cb)', r['jitter_ms'])
                 print_stats('|interval - period| (subscriber DDS)', r['receive_jitter_ms'])
                 print_stats('|stamp interval - period| (bridge)', r['stamp_jitter_ms'])
