@@ -103,6 +103,29 @@ def test_dagger_episode_labels_and_weights(tmp_path):
     np.testing.assert_allclose(ep.actions[outside, 0, :3], executed[outside], atol=1e-5)
 
 
+def test_zero_weight_samples_take_no_batch_slot_but_stay_as_history(tmp_path):
+    """HG-DAgger's plain aggregation weighs what the policy did 0: those samples must not be
+    drawn (they would waste batch slots), yet the frames stay as history of later samples."""
+    path = write_episode(tmp_path / 'dagger', SyntheticEpisode(
+        goal=GOAL, duration_s=2.4, cameras=('front',), interventions=((1.0, 1.6),)))
+    ep = convert_episode(path, CONFIG, DaggerConfig(robot_weight=0.0))
+    assert ep.history.shape[1] == 2 and 0 < ep.human.sum() < len(ep)
+    dataset = ChunkDataset([ep], ['front'])
+    assert len(dataset) == int(ep.human.sum())
+    assert (dataset.weights > 0).all() and dataset.human.all()
+    first = int(np.flatnonzero(ep.human)[0])
+    np.testing.assert_array_equal(dataset.obs_index[0], ep.history[first])
+    assert ep.history[first][0] < first   # its history frame is a dropped policy sample
+    batch = dataset.batch(np.arange(len(dataset)))
+    np.testing.assert_array_equal(batch.actions.numpy(), ep.actions[ep.human])
+    np.testing.assert_array_equal(batch.images['front'][0].numpy(),
+                                  ep.images['front'][ep.history[first]])
+    robot_only = convert_episode(path, CONFIG, DaggerConfig(robot_weight=0.0,
+                                                            intervention_weight=0.0))
+    with pytest.raises(ValueError, match=r'every sample of 1 episode\(s\) weighs 0'):
+        ChunkDataset([robot_only], ['front'])
+
+
 def test_demo_without_teleop_topics_is_labelled_with_the_executed_target(tmp_path, caplog):
     path = write_episode(tmp_path / 'direct', SyntheticEpisode(
         goal=GOAL, duration_s=1.0, cameras=('front',), label_offset=0.05,

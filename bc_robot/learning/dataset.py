@@ -93,7 +93,9 @@ class Batch:
 
 class ChunkDataset:
     """All samples of a set of episodes: sample i = one observation with its history
-    (indices precomputed by the converter) and its label chunk + padding mask."""
+    (indices precomputed by the converter) and its label chunk + padding mask. Samples of
+    weight 0 (HG-DAgger: what the policy did on its own) are left out of the sample set so
+    they take no batch slots; their frames stay, as history of the samples after them."""
 
     def __init__(self, episodes: Sequence[EpisodeArrays], cameras: Sequence[str]) -> None:
         if not episodes:
@@ -111,6 +113,13 @@ class ChunkDataset:
         self.human = np.concatenate([e.human for e in episodes])
         offsets = np.cumsum([0] + [len(e) for e in episodes[:-1]])
         self.obs_index = np.concatenate([o + e.history for o, e in zip(offsets, episodes)])
+        weighted = self.weights > 0
+        if not weighted.any():
+            raise ValueError(f'every sample of {len(episodes)} episode(s) weighs 0 (dagger '
+                             f'weights), nothing to train on: {episodes[0].source}, ...')
+        self.actions, self.valid, self.weights, self.human, self.obs_index = (
+            a[weighted] for a in (self.actions, self.valid, self.weights, self.human,
+                                  self.obs_index))
         self.history = self.obs_index.shape[1]
         self.chunk_length = self.actions.shape[1]
         self.episode_count = len(episodes)

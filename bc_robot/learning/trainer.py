@@ -253,6 +253,10 @@ def train(config: TrainConfig, episodes: list[EpisodeArrays], run_dir: str | Pat
     train_eps, val_eps = split_episodes(episodes, opt.val_fraction, config.seed)
     cams = [c.name for c in config.data.cameras]
     train_set = ChunkDataset(train_eps, cams)
+    if val_eps and not any(e.weights.any() for e in val_eps):
+        LOG.warning('validation episodes %s weigh 0 throughout: no validation',
+                    [e.source for e in val_eps])
+        val_eps = []
     val_set = ChunkDataset(val_eps, cams) if val_eps else None
     arch = PolicyArch.from_config(config)
     stats = compute_stats(train_eps, arch.relative_anchor)
