@@ -83,7 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='ROS_DOMAIN_ID to use (default: a private random one, localhost)')
 
 
-def expert_params(side: str, pairs: list[str]) -> dict:
+def expert_params(side: str, pairs: list[str]) -> dict[str, object]:
     """sim_expert parameters from --side and --expert KEY=VALUE, checked against the node's
     own schema so a typo or an out-of-range value stops the loop before anything runs."""
     from bc_robot.learning.config import parse_override
