@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,39 @@ def test_demo_observations_and_labels(demo):
     np.testing.assert_array_equal(ep.actions[-1, 1:], np.repeat(ep.actions[-1, :1], 7, 0))
     # History: the observation nearest ts - 1/20 (two frames back at 30 Hz), oldest first.
     assert ep.history[10].tolist() == [8, 10] and ep.history[0].tolist() == [0, 0]
+
+
+SIM_CONFIG = DataConfig(cameras=(CameraSpec('front', 24, 32),), chunk_length=8,
+                        state_keys=('ee_position', 'gripper', 'sim_objects'))
+
+
+def test_simulation_ground_truth_state_is_relative_to_the_tcp(demo):
+    ep = convert_episode(demo, SIM_CONFIG)
+    cube = np.array(SyntheticEpisode().cube)
+    tcp = ep.state[:, :3]
+    np.testing.assert_allclose(tcp, tcp_path(GOAL, ep.times, 2.0), atol=2e-4)
+    np.testing.assert_allclose(ep.state[:, 4:7], cube - tcp, atol=1e-6)
+    np.testing.assert_allclose(ep.state[:, 7:9], np.broadcast_to(np.array(GOAL) - cube[:2],
+                                                              (len(ep), 2)), atol=1e-6)
+
+
+def test_end_at_success_drops_what_follows_the_first_success(tmp_path):
+    path = write_episode(tmp_path / 'ep', SyntheticEpisode(
+        goal=GOAL, duration_s=2.0, cameras=('front',), success_at_s=1.2))
+    whole = convert_episode(path, CONFIG)
+    ended = convert_episode(path, replace(CONFIG, end_at_success=True))
+    assert whole.times[-1] > 1.9
+    # /sim/task_state runs at 10 Hz: the first success message is at 1.2 s
+    assert ended.times[-1] <= 1.2 + 1e-6 and len(ended) == np.sum(whole.times <= 1.2 + 1e-6)
+    label_t = ended.times[:, None] + 0.05 * np.arange(8)[None]
+    np.testing.assert_array_equal(ended.valid, label_t <= 1.2 + 1e-9)
+    # After the end the chunk holds the last command before it (no lift-off to learn).
+    last = ended.actions[-1]
+    np.testing.assert_array_equal(last[1:], np.repeat(last[:1], 7, 0))
+    # Without a task state the episode is kept whole.
+    bare = write_episode(tmp_path / 'bare', SyntheticEpisode(
+        goal=GOAL, duration_s=2.0, cameras=('front',), drop_topics=('/sim/task_state',)))
+    assert len(convert_episode(bare, replace(CONFIG, end_at_success=True))) == len(whole)
 
 
 def test_sim_clock_is_the_time_base_whatever_the_recorder_clock(tmp_path):
@@ -149,6 +183,8 @@ def test_demo_without_teleop_topics_is_labelled_with_the_executed_target(tmp_pat
     (dict(interventions=((0.5, 1.0),), drop_topics=('/target_pose',)), CONFIG,
      'required topic /target_pose is missing'),
     (dict(), DataConfig(cameras=(CameraSpec('side', 24, 32),)), '/camera/side/image_raw'),
+    (dict(drop_topics=('/sim/task_state',)), SIM_CONFIG, 'required topic /sim/task_state'),
+    (dict(cube=None), SIM_CONFIG, '/sim/task_state has no cube and goal positions'),
 ])
 def test_bad_bags_are_refused_naming_file_and_topic(tmp_path, settings, config, named):
     path = write_episode(tmp_path / 'bad', SyntheticEpisode(

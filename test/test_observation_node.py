@@ -148,3 +148,10 @@ def test_camera_missing_from_the_configuration_refuses_to_start(rclpy_context, t
     with pytest.raises(ValueError, match=r"needs camera\(s\) \['wrist'\].*\['front'\]"):
         ObservationNode(parameter_overrides=[Parameter('model', value=str(tmp_path)),
                                              Parameter('cameras', value=['front'])])
+
+
+def test_simulation_only_state_key_refuses_to_start(rclpy_context, tmp_path):
+    from bc_robot.nodes.observation_node import ObservationNode
+    write_model(tmp_path, make_spec(state_keys=('ee_position', 'gripper', 'sim_objects')))
+    with pytest.raises(ValueError, match=r"state key\(s\) \['sim_objects'\].*no source"):
+        ObservationNode(parameter_overrides=[Parameter('model', value=str(tmp_path))])

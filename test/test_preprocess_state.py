@@ -156,3 +156,16 @@ def test_state_errors_name_the_value():
         build_state_vector(['gripper'], HOME, float('inf'), JOINTS)
     with pytest.raises(ValueError, match=r'state joint_positions is not finite'):
         build_state_vector(['gripper'], HOME, 1.0, JOINTS[:6] + [float('nan')])
+
+
+def test_simulation_ground_truth_is_relative_and_checked():
+    cube_and_goal = [0.55, 0.05, 0.025, 0.40, 0.10]
+    vector = build_state_vector(['ee_position', 'sim_objects'], HOME, 0.25, JOINTS,
+                                cube_and_goal)
+    np.testing.assert_allclose(vector[3:], [0.10, 0.05, -0.275, -0.15, 0.05], atol=1e-6)
+    assert 'sim_objects' not in state_parts(HOME, 0.25, JOINTS)
+    with pytest.raises(ValueError, match='sim_objects needs .* none were given'):
+        build_state_vector(['sim_objects'], HOME, 0.25, JOINTS)
+    for bad in ([0.5, float('nan'), 0.0, 0.4, 0.1], [0.5, 0.0, 0.0]):
+        with pytest.raises(ValueError, match=r'cube x, y, z and goal x, y .*got'):
+            build_state_vector(['sim_objects'], HOME, 0.25, JOINTS, bad)

@@ -32,7 +32,11 @@ STATE_KEY_DIMS = {
     'ee_quaternion': 4,     # end-effector orientation (x, y, z, w)
     'gripper': 1,           # gripper opening in [0, 1]
     'joint_positions': 7,   # arm joint angles, rad
+    # Simulation only, for ablations: ground truth from /sim/task_state, relative —
+    # cube − TCP (x, y, z) and goal − cube (x, y). observation_node has no source for it.
+    'sim_objects': 5,
 }
+SIM_ONLY_STATE_KEYS = ('sim_objects',)
 
 # Action layouts: absolute end-effector target + gripper opening, one per control tick.
 ACTION_DIMS = {

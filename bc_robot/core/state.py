@@ -46,10 +46,12 @@ def gripper_opening(finger_positions: Sequence[float], finger_travel: float) -> 
     return float(np.mean(fingers)) / finger_travel if fingers.size else 0.0
 
 
-def state_parts(ee_pose: Pose, gripper: float, joint_positions: Sequence[float]
-                ) -> Mapping[str, np.ndarray]:
+def state_parts(ee_pose: Pose, gripper: float, joint_positions: Sequence[float],
+                sim_objects: Sequence[float] | None = None) -> Mapping[str, np.ndarray]:
     """Every known state key computed from one measurement. A NaN/Inf anywhere is refused
-    here, naming the part, rather than reaching the policy and, through it, the arm."""
+    here, naming the part, rather than reaching the policy and, through it, the arm.
+    `sim_objects` (cube x, y, z, goal x, y: the simulator's ground truth) is only there
+    when given."""
     q = quat_canonical(quat_normalize(ee_pose.orientation))
     joints = np.asarray(joint_positions, dtype=np.float64).reshape(-1)
     if joints.shape[0] != STATE_KEY_DIMS['joint_positions']:
@@ -59,19 +61,37 @@ def state_parts(ee_pose: Pose, gripper: float, joint_positions: Sequence[float]
                          ('joint_positions', joints)):
         if not is_finite(values):
             raise ValueError(f'state {name} is not finite: {np.asarray(values).tolist()}')
-    return {
+    parts = {
         'ee_position': ee_pose.position,
         'ee_rot6d': quat_to_rot6d(q),
         'ee_quaternion': q,
         'gripper': np.array([float(gripper)]),
         'joint_positions': joints,
     }
+    if sim_objects is not None:
+        parts['sim_objects'] = sim_object_offsets(ee_pose.position, sim_objects)
+    return parts
+
+
+def sim_object_offsets(tcp: Sequence[float], cube_and_goal: Sequence[float]) -> np.ndarray:
+    """cube − TCP and goal − cube: where things are relative to what the policy moves,
+    so the positions of 45 training scenes need not be memorised."""
+    values = np.asarray(cube_and_goal, dtype=np.float64).reshape(-1)
+    if values.shape[0] != 5 or not is_finite(values):
+        raise ValueError(f'sim_objects needs cube x, y, z and goal x, y (finite), got '
+                         f'{values.tolist()}')
+    return np.concatenate([values[:3] - np.asarray(tcp, dtype=np.float64), values[3:] -
+                           values[:2]])
 
 
 def build_state_vector(state_keys: Sequence[str], ee_pose: Pose, gripper: float,
-                       joint_positions: Sequence[float]) -> np.ndarray:
+                       joint_positions: Sequence[float],
+                       sim_objects: Sequence[float] | None = None) -> np.ndarray:
     _check_keys(state_keys)
-    parts = state_parts(ee_pose, gripper, joint_positions)
+    parts = state_parts(ee_pose, gripper, joint_positions, sim_objects)
+    if 'sim_objects' in state_keys and 'sim_objects' not in parts:
+        raise ValueError('state key sim_objects needs the simulator\'s cube and goal positions '
+                         '(/sim/task_state); none were given')
     if not state_keys:
         return np.zeros(0, dtype=np.float32)
     return np.concatenate([parts[k] for k in state_keys]).astype(np.float32)

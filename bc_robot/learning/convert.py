@@ -29,6 +29,7 @@ with no usable observation.
 """
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -264,6 +265,8 @@ def convert_episode(path: str | Path, config: DataConfig,
         config.joint_states_topic, config.current_pose_topic, *config.human_target_topics,
         config.human_gripper_topic, config.executed_target_topic,
         config.executed_gripper_topic, config.policy_target_topic, config.intervention_topic}
+    if 'sim_objects' in config.state_keys or config.end_at_success:
+        topics.add(config.task_state_topic)
     episode = read_episode(path, topics=topics, transform=_camera_transform(config))
     where = _files(episode)
     clock = _Clock(episode, config)
@@ -288,6 +291,9 @@ def convert_episode(path: str | Path, config: DataConfig,
     poses = StampedSeries(capacity=len(pose_msgs) + 1, pose=True)
     for t, msg in zip(pose_times, pose_msgs.messages):
         poses.add(float(t), _pose(msg, where, config.current_pose_topic).as_vector())
+
+    objects = _sim_objects(episode, clock, config, where) \
+        if 'sim_objects' in config.state_keys else None
 
     # Cameras: the first is the reference stream (no camera: the joint states).
     frames = {}
@@ -345,6 +351,9 @@ def convert_episode(path: str | Path, config: DataConfig,
     streams = [c for c in (human, executed) if c is not None]
     first_command = min(float(c.times[0]) for c in streams)
     last_command = max(float(c.times[-1]) for c in streams)
+    success_time = _success_time(episode, clock, config) if config.end_at_success else None
+    if success_time is not None and first_command < success_time < last_command:
+        last_command = success_time  # later frames count as outside_commands
 
     # Observations.
     dropped: Counter[str] = Counter()
@@ -373,7 +382,12 @@ def convert_episode(path: str | Path, config: DataConfig,
             continue
         joint_vector, pose_vector = joint_value[0], pose_value[0]
         pose = Pose(pose_vector[:3], pose_vector[3:7] / np.linalg.norm(pose_vector[3:7]))
-        state = build_state_vector(config.state_keys, pose, joint_vector[-1], joint_vector[:-1])
+        object_value = objects.sample(ts, SIM_OBJECTS_MAX_SKEW_S) if objects is not None else None
+        if objects is not None and object_value is None:
+            dropped[f'skew {config.task_state_topic}'] += 1
+            continue
+        state = build_state_vector(config.state_keys, pose, joint_vector[-1], joint_vector[:-1],
+                                   object_value[0] if object_value is not None else None)
         label_times = ts + offsets
         driver = human_at(label_times)
         chunk = np.zeros((config.chunk_length, config.action_dim))
@@ -420,6 +434,43 @@ def convert_episode(path: str | Path, config: DataConfig,
         metadata=dict(episode.metadata), dropped=dict(dropped))
     arrays.check()
     return arrays
+
+
+# /sim/task_state comes at 20 Hz; interpolating over a few lost messages is harmless (the
+# cube moves ≤ 6 cm/s), a longer gap drops the frame.
+SIM_OBJECTS_MAX_SKEW_S = 0.2
+
+
+def _success_time(episode: Episode, clock: _Clock, config: DataConfig) -> float | None:
+    """When the task state first said success (None: no task state, or never)."""
+    messages = episode.topics.get(config.task_state_topic)
+    if messages is None or not len(messages):
+        return None
+    for t, msg in zip(clock.times(messages), messages.messages):
+        try:
+            if json.loads(msg.data).get('success') is True:
+                return float(t)
+        except (ValueError, AttributeError):
+            continue  # not task-state JSON: nothing to end at
+    return None
+
+
+def _sim_objects(episode: Episode, clock: _Clock, config: DataConfig, where: str
+                 ) -> StampedSeries:
+    """Cube and goal positions over time from the simulator's task-state JSON."""
+    topic = config.task_state_topic
+    messages = episode.require(topic)
+    series = StampedSeries(capacity=len(messages) + 1)
+    for t, msg in zip(clock.times(messages), messages.messages):
+        try:
+            payload = json.loads(msg.data)
+            values = [float(v) for v in (*payload['cube'], *payload['goal'])]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f'{where}: {topic} has no cube and goal positions for the state key '
+                             f'sim_objects ({type(exc).__name__}: {exc}) in {msg.data[:120]!r}'
+                             ) from exc
+        series.add(float(t), values)
+    return series
 
 
 def _measured_gripper(joints: StampedSeries, t: float, skew: float, default: float) -> float:

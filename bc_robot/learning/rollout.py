@@ -172,7 +172,9 @@ class PolicyRollout:
             joints, n = arm.joint_positions(), len(arm.arm_qpos)  # /joint_states order
             parts[STATE_INPUT] = build_state_vector(
                 self.spec.state_keys, arm.tcp_pose(),
-                gripper_opening(joints[n:], self.finger_travel), joints[:n])
+                gripper_opening(joints[n:], self.finger_travel), joints[:n],
+                np.concatenate([arm.cube_position(), arm.goal_position()[:2]])
+                if 'sim_objects' in self.spec.state_keys else None)
         return parts
 
     def _plan(self, inputs: dict[str, np.ndarray], rng: np.random.Generator,

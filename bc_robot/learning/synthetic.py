@@ -64,6 +64,8 @@ class SyntheticEpisode:
     """Settings of one synthetic episode (see module docstring)."""
 
     goal: tuple[float, float] = (0.6, 0.1)
+    cube: tuple[float, float, float] | None = (0.5, 0.05, 0.025)  # static; None: not reported
+    success_at_s: float | None = None  # when /sim/task_state starts reporting success
     duration_s: float = 3.0
     image_size: tuple[int, int] = (48, 64)  # height, width of the raw camera frames
     encoding: str = 'rgb8'
@@ -186,8 +188,11 @@ def write_episode(path: str | Path, settings: SyntheticEpisode | None = None) ->
             elif topic == '/bc/teleop/label':
                 msg = pose_msg(t, target + np.array([0.0, s.label_offset, 0.0]))
             elif topic == '/sim/task_state':
-                msg = T['std_msgs/msg/String'](data=json.dumps(
-                    {'task': 'synthetic', 'time': t, 'tcp': p.tolist(), 'goal': list(s.goal)}))
+                state = {'task': 'synthetic', 'time': t, 'tcp': p.tolist(), 'goal': list(s.goal),
+                         'success': s.success_at_s is not None and t >= s.success_at_s}
+                if s.cube is not None:
+                    state['cube'] = list(s.cube)
+                msg = T['std_msgs/msg/String'](data=json.dumps(state))
             else:  # gripper topics
                 msg = T['std_msgs/msg/Float64'](data=gripper_value(t))
             events.append((t, topic, msg))

@@ -21,7 +21,7 @@ from sensor_msgs.msg import CompressedImage, Image, JointState
 from bc_robot.core.policy_settings import OBSERVATION_SCHEMA, POSE_KEYS, sync_config
 from bc_robot.core.pose import Pose
 from bc_robot.core.preprocess import preprocess_image
-from bc_robot.core.spec import load_spec
+from bc_robot.core.spec import SIM_ONLY_STATE_KEYS, load_spec
 from bc_robot.core.state import build_state_vector, gripper_opening, state_labels
 from bc_robot.core.sync import InputMonitor, ObservationSynchronizer
 from bc_robot.graph import READY_KEY, resolve_model, ready_value
@@ -41,6 +41,11 @@ class ObservationNode(Node):
             raise ValueError(f'policy {self.spec.name!r} needs camera(s) {missing} that are not '
                              f'in the configured cameras {configured}')
         keys = self.spec.state_keys
+        sim_only = [k for k in keys if k in SIM_ONLY_STATE_KEYS]
+        if sim_only:
+            raise ValueError(f'policy {self.spec.name!r} uses state key(s) {sim_only}: the '
+                             f'simulator\'s ground truth, for in-process ablations '
+                             f'(learning.rollout); observation_node has no source for them')
         inputs = (['joints'] if {'joint_positions', 'gripper'} & set(keys) else []) + \
             (['pose'] if set(POSE_KEYS) & set(keys) else [])
         self.sync = ObservationSynchronizer(
