@@ -271,6 +271,8 @@ def test_config_errors_name_the_key_and_value(tmp_path):
         load_config(None, {'model.relative_position': 'yes'})
     with pytest.raises(ValueError, match=r'train.state_noise = -0.5 must be a number in \[0, 10\]'):
         load_config(None, {'train.state_noise': -0.5})
+    with pytest.raises(ValueError, match="data.end_at_success = 'yes' must be true or false"):
+        load_config(None, {'data.end_at_success': 'yes'})
     assert parse_override('train.steps=20') == ('train.steps', 20)
     config = load_config(None, {'data.cameras': [{'name': 'wrist', 'height': 32, 'width': 32}]})
     assert config.data.cameras[0] == CameraSpec('wrist', 32, 32)
