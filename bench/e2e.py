@@ -168,7 +168,7 @@ def observations(rows: list[dict], delays: list[float]) -> list[str]:
 def run_graph(args, model: Path, seeds: list[int]) -> list[dict]:
     from bc_robot.orchestrate.episodes import EpisodeSettings
     from bc_robot.orchestrate.evaluate import DeploySettings, evaluate
-    from bc_robot.orchestrate.ros import RosLink, private_domain, stop_on_sigterm
+    from bc_robot.orchestrate.ros import RosLink, private_domain, stop_on_signals
     domain = private_domain(args.domain_id)
     work = Path(args.output or f'out/e2e-{time.strftime("%Y%m%d-%H%M%S")}').resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -176,7 +176,7 @@ def run_graph(args, model: Path, seeds: list[int]) -> list[dict]:
           f'{args.episodes} episodes each (seeds {seeds[0]}..{seeds[-1]}), domain {domain}, '
           f'work {work}', flush=True)
     rows = []
-    stop_on_sigterm()
+    stop_on_signals()
     link = RosLink('bc_robot_e2e')
     try:
         for delay in args.delays:

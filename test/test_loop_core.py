@@ -406,3 +406,33 @@ def test_correction_plan_starts_where_the_episode_began():
     assert d_mid < 0.08 and p_mid < potential
     expert.start = None  # without the start point home is far off the plan
     assert expert.plan_deviation(obs)[0] > 0.08
+
+
+def test_orchestrating_commands_stop_on_sigint_even_when_started_with_it_ignored():
+    """A script that starts `bc-robot loop &` hands it SIGINT ignored; `kill -INT` must still
+    stop it the way Ctrl-C does (KeyboardInterrupt, graphs stopped on the way out)."""
+    import signal
+    import subprocess
+    import sys
+    code = ('import signal, sys, time\n'
+            'assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN\n'
+            'from bc_robot.orchestrate.ros import stop_on_signals\n'
+            'stop_on_signals()\n'
+            'print("ready", flush=True)\n'
+            'try:\n'
+            '    time.sleep(30)\n'
+            'except KeyboardInterrupt as exc:\n'
+            '    print("stopped:", exc, flush=True)\n'
+            '    sys.exit(0)\n'
+            'sys.exit(3)\n')
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        process = subprocess.Popen(
+            [sys.executable, '-c', code], stdout=subprocess.PIPE, text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+        try:
+            assert process.stdout.readline().strip() == 'ready'
+            process.send_signal(signum)
+            out, _ = process.communicate(timeout=20)
+        finally:
+            process.kill()
+        assert process.returncode == 0 and f'stopped: signal {int(signum)}' in out

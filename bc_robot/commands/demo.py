@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
 def run_deployed(args: argparse.Namespace, model: Path) -> int:
     """The full deploy graph with the policy; report folder."""
-    from bc_robot.orchestrate.ros import RosLink, private_domain, stop_on_sigterm
+    from bc_robot.orchestrate.ros import RosLink, private_domain, stop_on_signals
     domain = private_domain(args.domain_id)
     from bc_robot.orchestrate.episodes import EpisodeSettings
     from bc_robot.orchestrate.evaluate import DeploySettings, evaluate
@@ -105,7 +105,7 @@ def run_deployed(args: argparse.Namespace, model: Path) -> int:
           f'scripted expert {"may intervene" if settings.intervene else "watching only"}; '
           f'ROS_DOMAIN_ID={domain}; report in {out}', flush=True)
 
-    stop_on_sigterm()
+    stop_on_signals()
     link = RosLink('bc_robot_demo')
     try:
         result = evaluate(link, out, 'deploy', settings, seeds)

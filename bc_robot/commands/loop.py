@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     from bc_robot.orchestrate.episodes import EpisodeSettings
     from bc_robot.orchestrate.graphs import GraphError
     from bc_robot.orchestrate.loop import LoopSettings, run_loop
-    from bc_robot.orchestrate.ros import RosLink, private_domain, stop_on_sigterm
+    from bc_robot.orchestrate.ros import RosLink, private_domain, stop_on_signals
     from bc_robot.orchestrate.training import TrainSettings
     try:
         overrides = dict(parse_override(item) for item in args.set)
@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
           f'{settings.corrections} corrections, {settings.eval_episodes} evaluation episodes, '
           f'variants {", ".join(settings.variants)}; ROS_DOMAIN_ID={domain}; output {out}',
           flush=True)
-    stop_on_sigterm()
+    stop_on_signals()
     link = RosLink('bc_robot_loop')
     try:
         results = run_loop(link, out, settings, say=lambda text: print(text, flush=True))

@@ -43,14 +43,17 @@ def private_domain(domain_id: int | None = None) -> int:
     return domain_id
 
 
-def stop_on_sigterm() -> None:
-    """SIGTERM (a CI timeout, `kill`) stops an orchestrating command the way Ctrl-C does:
-    KeyboardInterrupt in the main thread, so every graph is stopped cleanly (bags closed,
-    dumps written) on the way out."""
+def stop_on_signals() -> None:
+    """SIGINT (Ctrl-C, `kill -INT`) and SIGTERM (a CI timeout, `kill`) stop an orchestrating
+    command alike: KeyboardInterrupt in the main thread, so every graph is stopped cleanly
+    (bags closed, dumps written) on the way out. Installed explicitly because a command
+    started in the background by a script inherits SIGINT *ignored* (POSIX shells do that
+    to asynchronous jobs) and would otherwise never hear a `kill -INT`."""
     import signal
 
     def _raise(signum, _frame):
         raise KeyboardInterrupt(f'signal {signum}')
+    signal.signal(signal.SIGINT, _raise)
     signal.signal(signal.SIGTERM, _raise)
 
 
