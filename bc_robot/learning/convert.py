@@ -292,8 +292,12 @@ def convert_episode(path: str | Path, config: DataConfig,
     for t, msg in zip(pose_times, pose_msgs.messages):
         poses.add(float(t), _pose(msg, where, config.current_pose_topic).as_vector())
 
-    objects = _sim_objects(episode, clock, config, where) \
-        if 'sim_objects' in config.state_keys else None
+    task_states = _task_states(episode, clock, config) \
+        if 'sim_objects' in config.state_keys or config.end_at_success else []
+    objects = None
+    if 'sim_objects' in config.state_keys:
+        episode.require(config.task_state_topic)  # names the file and the missing topic
+        objects = _sim_objects(task_states, config.task_state_topic, where)
 
     # Cameras: the first is the reference stream (no camera: the joint states).
     frames = {}
@@ -351,7 +355,7 @@ def convert_episode(path: str | Path, config: DataConfig,
     streams = [c for c in (human, executed) if c is not None]
     first_command = min(float(c.times[0]) for c in streams)
     last_command = max(float(c.times[-1]) for c in streams)
-    success_time = _success_time(episode, clock, config) if config.end_at_success else None
+    success_time = _success_time(task_states) if config.end_at_success else None
     if success_time is not None and first_command < success_time < last_command:
         last_command = success_time  # later frames count as outside_commands
 
@@ -441,35 +445,41 @@ def convert_episode(path: str | Path, config: DataConfig,
 SIM_OBJECTS_MAX_SKEW_S = 0.2
 
 
-def _success_time(episode: Episode, clock: _Clock, config: DataConfig) -> float | None:
-    """When the task state first said success (None: no task state, or never)."""
+def _task_states(episode: Episode, clock: _Clock, config: DataConfig
+                 ) -> list[tuple[float, Any, Any]]:
+    """(time, payload or None when not JSON, raw text) per task-state message, parsed once
+    for both of its uses."""
     messages = episode.topics.get(config.task_state_topic)
-    if messages is None or not len(messages):
-        return None
-    for t, msg in zip(clock.times(messages), messages.messages):
-        try:
-            if json.loads(msg.data).get('success') is True:
-                return float(t)
-        except (ValueError, AttributeError):
-            continue  # not task-state JSON: nothing to end at
-    return None
-
-
-def _sim_objects(episode: Episode, clock: _Clock, config: DataConfig, where: str
-                 ) -> StampedSeries:
-    """Cube and goal positions over time from the simulator's task-state JSON."""
-    topic = config.task_state_topic
-    messages = episode.require(topic)
-    series = StampedSeries(capacity=len(messages) + 1)
+    if messages is None:
+        return []
+    states = []
     for t, msg in zip(clock.times(messages), messages.messages):
         try:
             payload = json.loads(msg.data)
+        except ValueError:
+            payload = None
+        states.append((float(t), payload, msg.data))
+    return states
+
+
+def _success_time(states: list[tuple[float, Any, Any]]) -> float | None:
+    """When the task state first said success (None: no task state, or never)."""
+    return next((t for t, payload, _ in states
+                 if isinstance(payload, dict) and payload.get('success') is True), None)
+
+
+def _sim_objects(states: list[tuple[float, Any, Any]], topic: str, where: str
+                 ) -> StampedSeries:
+    """Cube and goal positions over time from the simulator's task-state JSON."""
+    series = StampedSeries(capacity=len(states) + 1)
+    for t, payload, text in states:
+        try:
             values = [float(v) for v in (*payload['cube'], *payload['goal'])]
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f'{where}: {topic} has no cube and goal positions for the state key '
-                             f'sim_objects ({type(exc).__name__}: {exc}) in {msg.data[:120]!r}'
+                             f'sim_objects ({type(exc).__name__}: {exc}) in {text[:120]!r}'
                              ) from exc
-        series.add(float(t), values)
+        series.add(t, values)
     return series
 
 
