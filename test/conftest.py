@@ -55,6 +55,7 @@ class Probe:
         self.node = Node(f'test_probe_{uuid.uuid4().hex[:8]}')
         self.executor = GroupAwareExecutor(num_threads=2)
         self.executor.add_node(self.node)
+        self._spinners: dict = {}
         self._thread = threading.Thread(target=self._spin, name='probe-spin')
         self._thread.start()
 
@@ -66,12 +67,54 @@ class Probe:
             pass
 
     def add_node(self, node) -> None:
-        self.executor.add_node(node)
+        """A node that paces its own output (`spin_once`: controller_bridge) gets its own
+        thread and executor, as `common.run` gives it in its process."""
+        if callable(getattr(node, 'spin_once', None)):
+            self._spinners[node] = NodeSpinner(node)
+        else:
+            self.executor.add_node(node)
+
+    def remove_node(self, node) -> None:
+        spinner = self._spinners.pop(node, None)
+        if spinner is not None:
+            spinner.stop()
+        else:
+            self.executor.remove_node(node)
 
     def close(self) -> None:
+        for node in list(self._spinners):
+            self.remove_node(node)
         self.executor.shutdown()
         self._thread.join(timeout=10)
         self.node.destroy_node()
+
+
+class NodeSpinner:
+    """`common.spin_step` in a loop on a (joined, never daemon) thread, until stopped."""
+
+    def __init__(self, node) -> None:
+        from bc_robot.nodes.common import make_executor
+        self.node = node
+        self.executor = make_executor(node)
+        self.executor.add_node(node)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._spin, name=f'spin-{node.get_name()}')
+        self._thread.start()
+
+    def _spin(self) -> None:
+        from rclpy.executors import ExternalShutdownException
+
+        from bc_robot.nodes.common import spin_step
+        try:
+            while not self._stop.is_set():
+                spin_step(self.node, self.executor, 0.05)
+        except ExternalShutdownException:
+            pass
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.executor.shutdown()
 
 
 @pytest.fixture

@@ -390,11 +390,46 @@ def test_deadline_loop_runs_skips_missed_deadlines_and_stops():
 
 
 @pytest.mark.parametrize('kwargs', [{'period': 0.0}, {'period': float('nan')},
-                                    {'period': 0.01, 'realtime_priority': 100}])
+                                    {'period': 0.01, 'realtime_priority': 100},
+                                    {'period': 0.01, 'realtime_priority': -1},
+                                    {'period': 0.01, 'spin': 0.01},
+                                    {'period': 0.01, 'spin': -1e-6}])
 def test_deadline_loop_validates(kwargs):
     from bc_robot.core.bridge import DeadlineLoop
     with pytest.raises(ValueError):
         DeadlineLoop(fn=lambda: None, **kwargs)
+
+
+def test_deadline_schedule_wakes_spin_early_and_skips_missed_deadlines():
+    from bc_robot.core.bridge import DeadlineSchedule
+    schedule = DeadlineSchedule(0.01, spin=0.002)
+    schedule.restart(1_000_000_000)
+    assert schedule.deadline_ns == 1_010_000_000
+    assert schedule.time_to_wake(1_000_000_000) == pytest.approx(0.008)
+    assert schedule.time_to_wake(1_009_000_000) < 0  # inside the spin window: busy-wait
+    schedule.advance(1_010_100_000)  # on time: next deadline one period on
+    assert (schedule.deadline_ns, schedule.missed) == (1_020_000_000, 0)
+    schedule.advance(1_055_000_000)  # the tick for 1.020 s ended at 1.055 s
+    assert schedule.missed == 2  # 1.030 and 1.040 skipped, never bunched
+    assert schedule.deadline_ns == 1_050_000_000
+    assert schedule.time_to_wake(1_055_000_000) < 0  # late: tick at once, then on the grid
+
+
+def test_deadline_schedule_busy_waits_to_the_deadline():
+    import time as _time
+
+    from bc_robot.core.bridge import DeadlineSchedule
+    schedule = DeadlineSchedule(0.01, spin=0.002)
+    schedule.restart(_time.monotonic_ns())
+    schedule.wait_for_deadline()
+    assert _time.monotonic_ns() >= schedule.deadline_ns
+
+
+def test_realtime_priority_zero_leaves_scheduling_alone_and_validates():
+    from bc_robot.core.bridge import set_thread_realtime
+    assert set_thread_realtime(0) == 'default scheduling'
+    with pytest.raises(ValueError, match='100'):
+        set_thread_realtime(100)
 
 
 def test_recent_stats():

@@ -34,6 +34,7 @@ class Harness:
         from bc_robot.nodes.controller_bridge import ControllerBridge
         params = [Parameter(k, value=v) for k, v in overrides.items()]
         self.bridge = ControllerBridge(parameter_overrides=params)
+        self.probe = probe
         probe.add_node(self.bridge)
         node = probe.node
         self.node = node
@@ -97,7 +98,7 @@ class Harness:
     def close(self):
         """Quiet the graph before the probe's executor shuts down: an rclpy executor that
         shuts down with callbacks in flight reports 'destruction was requested' errors."""
-        self.bridge.close()  # output thread stopped: no more /target_pose
+        self.probe.remove_node(self.bridge)  # output loop stopped: no more /target_pose
         self.arm_timer.cancel()
         time.sleep(0.2)  # let in-flight callbacks finish
 

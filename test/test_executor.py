@@ -17,7 +17,7 @@ def _count_timer_calls(executor, seconds: float = 3.0) -> int:
     with a subscription to the controller bridge's 100 Hz /target_pose, the bridge running
     beside it in the same process on its own executor (the test harness's situation)."""
     from geometry_msgs.msg import PoseStamped
-    from rclpy.executors import SingleThreadedExecutor
+    from conftest import NodeSpinner
     from rclpy.node import Node
 
     from bc_robot.nodes.controller_bridge import ControllerBridge
@@ -33,21 +33,16 @@ def _count_timer_calls(executor, seconds: float = 3.0) -> int:
     node.create_timer(0.01, tick)
     node.create_subscription(PoseStamped, '/target_pose', lambda _msg: None, COMMAND_QOS)
     bridge = ControllerBridge()
-    bridge_executor = SingleThreadedExecutor()
-    bridge_executor.add_node(bridge)
+    bridge_spinner = NodeSpinner(bridge)
     executor.add_node(node)
-    threads = [threading.Thread(target=executor.spin, name='executor-under-test'),
-               threading.Thread(target=bridge_executor.spin, name='bridge-executor')]
-    for thread in threads:
-        thread.start()
+    thread = threading.Thread(target=executor.spin, name='executor-under-test')
+    thread.start()
     try:
         time.sleep(seconds)
     finally:
-        bridge.close()
+        bridge_spinner.stop()
         executor.shutdown()
-        bridge_executor.shutdown()
-        for thread in threads:
-            thread.join(10)
+        thread.join(10)
         bridge.destroy_node()
         node.destroy_node()
     return len(ticks)

@@ -379,18 +379,71 @@ class RecentStats:
                 'max': float(values.max())}
 
 
-class DeadlineLoop:
-    """Calls `fn()` every `period` seconds on its own (joined, never daemon) thread, sleeping
-    to absolute deadlines on the monotonic clock so the period does not drift with the cost
-    of `fn` and a late tick does not make the next one late too. Missed deadlines are
-    skipped (never bursts of catch-up ticks: each one would be a step to the arm)."""
+def set_thread_realtime(priority: int) -> str:
+    """SCHED_FIFO at `priority` for the calling thread only (Linux: pid 0 is the calling
+    thread); 0 leaves it alone. Needs CAP_SYS_NICE or an rtprio limit: without them the
+    thread keeps normal scheduling and the returned status says why."""
+    if not 0 <= priority <= 99:
+        raise ValueError(f'realtime_priority must be in [0, 99], got {priority!r}')
+    if priority == 0:
+        return 'default scheduling'
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+        return f'SCHED_FIFO priority {priority}'
+    except (AttributeError, OSError) as exc:
+        return f'SCHED_FIFO {priority} refused ({exc}); default scheduling'
 
-    def __init__(self, period: float, fn, name: str = 'deadline-loop',
-                 realtime_priority: int = 0) -> None:
+
+class DeadlineSchedule:
+    """Absolute deadlines every `period` on the monotonic clock: the period does not drift
+    with the cost of a tick, and a tick more than a whole period late skips the missed
+    deadlines (counted in `missed`) instead of bursting catch-up ticks, each of which would
+    be a step to the arm. The last `spin` seconds before a deadline are busy-waited: a
+    sleeping Python thread wakes late by the scheduler's latency plus the wait for the GIL;
+    a spinning one already holds it."""
+
+    def __init__(self, period: float, spin: float = 0.0) -> None:
         if not math.isfinite(period) or period <= 0:
             raise ValueError(f'loop period must be a positive number of seconds, got {period!r}')
+        if not (math.isfinite(spin) and 0.0 <= spin < period):
+            raise ValueError(f'loop spin must be in [0, period = {period:g}) s, got {spin!r}')
+        self.period = period
+        self.spin = spin
+        self._period_ns = int(round(period * 1e9))
+        self._spin_ns = int(round(spin * 1e9))
+        self.deadline_ns = time.monotonic_ns() + self._period_ns
+        self.missed = 0
+
+    def restart(self, now_ns: int) -> None:
+        self.deadline_ns = now_ns + self._period_ns
+
+    def time_to_wake(self, now_ns: int) -> float:
+        """Seconds the caller may sleep (or run other work) before busy-waiting; <= 0: now."""
+        return (self.deadline_ns - self._spin_ns - now_ns) * 1e-9
+
+    def wait_for_deadline(self) -> None:
+        while time.monotonic_ns() < self.deadline_ns:
+            pass
+
+    def advance(self, now_ns: int) -> None:
+        """The tick for the current deadline is done: move to the next one."""
+        self.deadline_ns += self._period_ns
+        behind = now_ns - self.deadline_ns
+        if behind > self._period_ns:  # fell more than a whole period behind
+            skipped = behind // self._period_ns
+            self.missed += int(skipped)
+            self.deadline_ns += skipped * self._period_ns
+
+
+class DeadlineLoop:
+    """Calls `fn()` at every deadline of a `DeadlineSchedule` on its own (joined, never
+    daemon) thread, optionally at SCHED_FIFO priority."""
+
+    def __init__(self, period: float, fn, name: str = 'deadline-loop',
+                 realtime_priority: int = 0, spin: float = 0.0) -> None:
         if not 0 <= realtime_priority <= 99:
             raise ValueError(f'realtime_priority must be in [0, 99], got {realtime_priority!r}')
+        self.schedule = DeadlineSchedule(period, spin)
         self.period = period
         self.realtime_priority = realtime_priority
         self.priority_status = 'default scheduling'
@@ -398,8 +451,11 @@ class DeadlineLoop:
         self._fn = fn
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name)
-        self.missed = 0
         self.error: BaseException | None = None
+
+    @property
+    def missed(self) -> int:
+        return self.schedule.missed
 
     def start(self) -> None:
         """Start the thread; returns once it runs (so `priority_status` is known)."""
@@ -411,35 +467,19 @@ class DeadlineLoop:
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
 
-    def _set_priority(self) -> None:
-        """SCHED_FIFO for this thread only (Linux: pid 0 is the calling thread). Needs
-        CAP_SYS_NICE or an rtprio limit; without it the loop runs at normal priority."""
-        if self.realtime_priority <= 0:
-            return
-        try:
-            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.realtime_priority))
-            self.priority_status = f'SCHED_FIFO priority {self.realtime_priority}'
-        except (AttributeError, OSError) as exc:
-            self.priority_status = f'SCHED_FIFO {self.realtime_priority} refused ({exc}); ' \
-                                   f'default scheduling'
-
     def _run(self) -> None:
-        self._set_priority()
+        self.priority_status = set_thread_realtime(self.realtime_priority)
         self._started.set()
-        period_ns = int(round(self.period * 1e9))
-        deadline = time.monotonic_ns() + period_ns
+        schedule = self.schedule
+        schedule.restart(time.monotonic_ns())
         while not self._stop.is_set():
-            remaining = deadline - time.monotonic_ns()
-            if remaining > 0 and self._stop.wait(remaining * 1e-9):
+            wait = schedule.time_to_wake(time.monotonic_ns())
+            if wait > 0 and self._stop.wait(wait):
                 break
+            schedule.wait_for_deadline()
             try:
                 self._fn()
             except BaseException as exc:  # noqa: BLE001 - reported by the owner, loop ends
                 self.error = exc
                 raise
-            deadline += period_ns
-            now = time.monotonic_ns()
-            if now - deadline > period_ns:  # fell more than a whole period behind
-                skipped = (now - deadline) // period_ns
-                self.missed += int(skipped)
-                deadline += skipped * period_ns
+            schedule.advance(time.monotonic_ns())

@@ -42,11 +42,16 @@ BRIDGE_SCHEMA = ParamSchema([
     ParamSpec('output_rate_hz', 100.0, 'rate of the output target and gripper command',
               1.0, 1000.0),
     ParamSpec('output_clock', 'thread',
-              'output pacing: a dedicated thread sleeping to absolute deadlines (low jitter) or '
-              'an rclpy wall timer', choices=('thread', 'timer')),
+              'output pacing: thread = one thread runs the input callbacks and ticks at '
+              'absolute deadlines (low jitter); timer = an rclpy wall timer',
+              choices=('thread', 'timer')),
     ParamSpec('realtime_priority', 0,
               'SCHED_FIFO priority of the output thread (0 = normal scheduling); needs '
               'CAP_SYS_NICE or an rtprio limit, else a warning and normal scheduling', 0, 99),
+    ParamSpec('output_spin_us', 0,
+              'thread clock: busy-wait this long before each deadline instead of sleeping '
+              '(CPU for a wake-up without scheduler latency; at most a quarter period)',
+              0, 5000),
     ParamSpec('workspace_min', [0.20, -0.40, 0.0], 'workspace box lower corner x, y, z (m, base)'),
     ParamSpec('workspace_max', [0.80, 0.40, 0.60], 'workspace box upper corner x, y, z (m, base)'),
     ParamSpec('max_linear_speed', 0.5,

@@ -17,7 +17,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import Executor, ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
@@ -196,6 +196,25 @@ def _raise_stop(signum, _frame) -> None:
     raise KeyboardInterrupt(f'signal {signum}')
 
 
+def make_executor(node: Node, num_threads: int | None = None) -> Executor:
+    """The executor `node` asks for (`node.make_executor()`: a node that paces its own
+    output loop, see `spin_step`), else a GroupAwareExecutor."""
+    factory = getattr(node, 'make_executor', None)
+    return factory() if callable(factory) else GroupAwareExecutor(num_threads=num_threads)
+
+
+def spin_step(node: Node, executor: Executor, timeout_sec: float) -> None:
+    """One step of spinning `node`, returning within about `timeout_sec`. A node with
+    `spin_once(executor, timeout_sec)` runs its callbacks and its deadline-paced output in
+    that one thread (controller_bridge: no GIL handoff between an input callback and an
+    output tick, which is what let a subscriber see millisecond output jitter)."""
+    own = getattr(node, 'spin_once', None)
+    if callable(own):
+        own(executor, timeout_sec)
+    else:
+        executor.spin_once(timeout_sec=timeout_sec)
+
+
 def run(node_factory: Callable[[], Node], args: list[str] | None = None,
         num_threads: int | None = None) -> int:
     """Init rclpy, build the node, spin it until SIGINT/SIGTERM, then shut down in the order
@@ -210,15 +229,16 @@ def run(node_factory: Callable[[], Node], args: list[str] | None = None,
     signal.signal(signal.SIGTERM, _raise_stop)
     logger = logging.getLogger('bc_robot')
     node = None
-    executor = GroupAwareExecutor(num_threads=num_threads)
+    executor = None
     code = 0
     try:
         node = node_factory()
+        executor = make_executor(node, num_threads)
         executor.add_node(node)
-        # spin_once with a timeout, not spin(): the main thread must come back to Python
+        # Steps with a timeout, not spin(): the main thread must come back to Python
         # regularly, or a SIGINT/SIGTERM waits until some callback happens to fire.
         while rclpy.ok():
-            executor.spin_once(timeout_sec=SIGNAL_POLL_S)
+            spin_step(node, executor, SIGNAL_POLL_S)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except ValueError as exc:
@@ -233,7 +253,8 @@ def run(node_factory: Callable[[], Node], args: list[str] | None = None,
             close = getattr(node, 'close', None)
             if callable(close):
                 close()
-        executor.shutdown()
+        if executor is not None:
+            executor.shutdown()
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
