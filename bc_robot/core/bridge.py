@@ -29,9 +29,6 @@ target jump. On enable the output restarts from the measured pose.
 from __future__ import annotations
 
 import math
-import os
-import threading
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
@@ -360,7 +357,7 @@ def _valid_pose(position: np.ndarray, orientation: np.ndarray, tolerance: float)
     return Pose(np.asarray(position, dtype=np.float64), q)
 
 
-# --- pacing and self-measurement (pure Python; used by the node and the benchmark) -------
+# --- self-measurement (pure Python; used by the node and the benchmark) -----------------
 
 class RecentStats:
     """Percentiles over the last `size` samples (tick cost, output period)."""
@@ -377,109 +374,3 @@ class RecentStats:
         values = np.fromiter(self._values, dtype=np.float64)
         return {'p50': float(np.percentile(values, 50)), 'p99': float(np.percentile(values, 99)),
                 'max': float(values.max())}
-
-
-def set_thread_realtime(priority: int) -> str:
-    """SCHED_FIFO at `priority` for the calling thread only (Linux: pid 0 is the calling
-    thread); 0 leaves it alone. Needs CAP_SYS_NICE or an rtprio limit: without them the
-    thread keeps normal scheduling and the returned status says why."""
-    if not 0 <= priority <= 99:
-        raise ValueError(f'realtime_priority must be in [0, 99], got {priority!r}')
-    if priority == 0:
-        return 'default scheduling'
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
-        return f'SCHED_FIFO priority {priority}'
-    except (AttributeError, OSError) as exc:
-        return f'SCHED_FIFO {priority} refused ({exc}); default scheduling'
-
-
-class DeadlineSchedule:
-    """Absolute deadlines every `period` on the monotonic clock: the period does not drift
-    with the cost of a tick, and a tick more than a whole period late skips the missed
-    deadlines (counted in `missed`) instead of bursting catch-up ticks, each of which would
-    be a step to the arm. The last `spin` seconds before a deadline are busy-waited: a
-    sleeping Python thread wakes late by the scheduler's latency plus the wait for the GIL;
-    a spinning one already holds it."""
-
-    def __init__(self, period: float, spin: float = 0.0) -> None:
-        if not math.isfinite(period) or period <= 0:
-            raise ValueError(f'loop period must be a positive number of seconds, got {period!r}')
-        if not (math.isfinite(spin) and 0.0 <= spin < period):
-            raise ValueError(f'loop spin must be in [0, period = {period:g}) s, got {spin!r}')
-        self.period = period
-        self.spin = spin
-        self._period_ns = int(round(period * 1e9))
-        self._spin_ns = int(round(spin * 1e9))
-        self.deadline_ns = time.monotonic_ns() + self._period_ns
-        self.missed = 0
-
-    def restart(self, now_ns: int) -> None:
-        self.deadline_ns = now_ns + self._period_ns
-
-    def time_to_wake(self, now_ns: int) -> float:
-        """Seconds the caller may sleep (or run other work) before busy-waiting; <= 0: now."""
-        return (self.deadline_ns - self._spin_ns - now_ns) * 1e-9
-
-    def wait_for_deadline(self) -> None:
-        while time.monotonic_ns() < self.deadline_ns:
-            pass
-
-    def advance(self, now_ns: int) -> None:
-        """The tick for the current deadline is done: move to the next one."""
-        self.deadline_ns += self._period_ns
-        behind = now_ns - self.deadline_ns
-        if behind > self._period_ns:  # fell more than a whole period behind
-            skipped = behind // self._period_ns
-            self.missed += int(skipped)
-            self.deadline_ns += skipped * self._period_ns
-
-
-class DeadlineLoop:
-    """Calls `fn()` at every deadline of a `DeadlineSchedule` on its own (joined, never
-    daemon) thread, optionally at SCHED_FIFO priority."""
-
-    def __init__(self, period: float, fn, name: str = 'deadline-loop',
-                 realtime_priority: int = 0, spin: float = 0.0) -> None:
-        if not 0 <= realtime_priority <= 99:
-            raise ValueError(f'realtime_priority must be in [0, 99], got {realtime_priority!r}')
-        self.schedule = DeadlineSchedule(period, spin)
-        self.period = period
-        self.realtime_priority = realtime_priority
-        self.priority_status = 'default scheduling'
-        self._started = threading.Event()
-        self._fn = fn
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=name)
-        self.error: BaseException | None = None
-
-    @property
-    def missed(self) -> int:
-        return self.schedule.missed
-
-    def start(self) -> None:
-        """Start the thread; returns once it runs (so `priority_status` is known)."""
-        self._thread.start()
-        self._started.wait(5.0)
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        self.priority_status = set_thread_realtime(self.realtime_priority)
-        self._started.set()
-        schedule = self.schedule
-        schedule.restart(time.monotonic_ns())
-        while not self._stop.is_set():
-            wait = schedule.time_to_wake(time.monotonic_ns())
-            if wait > 0 and self._stop.wait(wait):
-                break
-            schedule.wait_for_deadline()
-            try:
-                self._fn()
-            except BaseException as exc:  # noqa: BLE001 - reported by the owner, loop ends
-                self.error = exc
-                raise
-            schedule.advance(time.monotonic_ns())

@@ -80,12 +80,16 @@ POLICY_SCHEMA = ParamSchema([
     ParamSpec('threads', 1, 'ONNX Runtime intra-op threads', min_value=1, max_value=64),
     ParamSpec('warmup', 3, 'inferences run before the first tick', min_value=0, max_value=100),
     ParamSpec('control_clock', 'auto', 'what paces the control tick: thread (absolute '
-              'deadlines on the monotonic clock, lowest jitter), timer (rclpy timer on the node '
+              'deadlines on the monotonic clock, observation callbacks on the same thread in '
+              'between: lowest jitter), timer (rclpy timer on the node '
               'clock), auto = thread, or timer under use_sim_time', choices=('auto', 'thread',
                                                                              'timer')),
     ParamSpec('realtime_priority', 0, 'SCHED_FIFO priority of the control thread (0 = normal '
               'scheduling); needs CAP_SYS_NICE or an rtprio limit, else a warning',
               min_value=0, max_value=99),
+    ParamSpec('control_spin_us', 0, 'thread clock: busy-wait this long before each deadline '
+              'instead of sleeping (CPU for a wake-up without scheduler or GIL latency; at most '
+              'a quarter period)', min_value=0, max_value=5000),
     ParamSpec('hold_on_idle', True, 'on a tick with no action ready, publish the last target '
               'again (hold) instead of nothing'),
     ParamSpec('obs_prefix', '/bc/obs', 'observation topics <prefix>/<camera>, <prefix>/state',

@@ -19,11 +19,12 @@ from rclpy.node import Node
 from std_msgs.msg import Bool, Float64, String
 from std_srvs.srv import SetBool
 
-from bc_robot.core.bridge import (MODE_LEVELS, POLICY, SOURCES, TELEOP, BridgeCore,
-                                  DeadlineSchedule, Mode, RecentStats, set_thread_realtime)
+from bc_robot.core.bridge import (MODE_LEVELS, POLICY, SOURCES, TELEOP, BridgeCore, Mode,
+                                  RecentStats)
 from bc_robot.core.bridge_settings import (BRIDGE_SCHEMA, config_from_params, limits_from_params,
                                            updated_limits)
 from bc_robot.core.gate import GateRejection
+from bc_robot.core.pacing import MAX_SPIN_FRACTION, PacedLoop
 from bc_robot.graph import READY_KEY, ready_value
 from bc_robot.nodes.common import (COMMAND_QOS, LATCHED_QOS, OK, SENSOR_QOS, WARN,
                                    DiagnosticsPublisher, declare_parameters, diagnostic_status,
@@ -31,8 +32,6 @@ from bc_robot.nodes.common import (COMMAND_QOS, LATCHED_QOS, OK, SENSOR_QOS, WAR
 from bc_robot.nodes.executor import GroupAwareExecutor
 
 SWITCH_INTERVAL_S = 0.0002
-# The output loop busy-waits at most this fraction of each period (CPU taken from others).
-MAX_SPIN_FRACTION = 0.25
 
 
 class ControllerBridge(Node):
@@ -76,16 +75,16 @@ class ControllerBridge(Node):
         self.create_timer(1.0 / p['graph_check_rate_hz'], self._check_publishers,
                           callback_group=housekeeping)
         period = 1.0 / p['output_rate_hz']
-        self._schedule = None
-        self._priority_status: str | None = None
+        self._loop: PacedLoop | None = None
         if p['output_clock'] == 'thread':
-            self._schedule = DeadlineSchedule(
-                period, min(p['output_spin_us'] * 1e-6, MAX_SPIN_FRACTION * period))
+            self._loop = PacedLoop(period, self._tick, p['realtime_priority'],
+                                   min(p['output_spin_us'] * 1e-6, MAX_SPIN_FRACTION * period),
+                                   'bridge output')
         else:
             self.create_timer(period, self._tick, callback_group=MutuallyExclusiveCallbackGroup())
         self.get_logger().info(
             f'controller_bridge: {p["output_rate_hz"]:g} Hz to {p["output_pose_topic"]} '
-            f'({"deadline loop" if self._schedule else "rclpy timer"}), '
+            f'({"deadline loop" if self._loop else "rclpy timer"}), '
             f'enabled={config.start_enabled}, '
             f'step ≤ {self._limits.max_step_translation * 1000:.2f} mm / '
             f'{math.degrees(self._limits.max_step_rotation):.2f}° per tick')
@@ -94,29 +93,21 @@ class ControllerBridge(Node):
 
     def make_executor(self) -> Executor:
         """thread clock: one thread runs the input callbacks between output deadlines."""
-        return SingleThreadedExecutor() if self._schedule else GroupAwareExecutor()
+        return SingleThreadedExecutor() if self._loop else GroupAwareExecutor()
 
     def spin_once(self, executor: Executor, timeout_sec: float) -> None:
         """Run ready callbacks until the next output deadline (at most `timeout_sec`), or
-        tick when it has come. The thread that calls this is the output thread; the first
-        call gives it `realtime_priority`."""
-        schedule = self._schedule
-        if schedule is None:
+        tick when it has come: the calling thread is the output thread."""
+        loop = self._loop
+        if loop is None:
             executor.spin_once(timeout_sec=timeout_sec)
             return
-        if self._priority_status is None:
-            self._priority_status = set_thread_realtime(self._params['realtime_priority'])
-            log = self.get_logger().warning if 'refused' in self._priority_status \
+        first = loop.priority_status is None
+        loop.step(lambda timeout: executor.spin_once(timeout_sec=timeout), timeout_sec)
+        if first:
+            log = self.get_logger().warning if 'refused' in loop.priority_status \
                 else self.get_logger().info
-            log(f'output loop: {self._priority_status}')
-            schedule.restart(time.monotonic_ns())
-        wait = schedule.time_to_wake(time.monotonic_ns())
-        if wait > 0:
-            executor.spin_once(timeout_sec=min(wait, timeout_sec))
-            return
-        schedule.wait_for_deadline()
-        self._tick()
-        schedule.advance(time.monotonic_ns())
+            log(f'output loop: {loop.priority_status}')
 
     def _now(self) -> float | None:
         ns = self.get_clock().now().nanoseconds
@@ -257,7 +248,7 @@ class ControllerBridge(Node):
                             ('tick_period_ms', self._tick_period)):
             for key, value in stats.summary().items():
                 values[f'{name}.{key}'] = value * 1000.0
-        values['missed_ticks'] = self._schedule.missed if self._schedule else 0
+        values['missed_ticks'] = self._loop.missed if self._loop else 0
         values['tick_errors'] = self._tick_errors
         # ready: a valid measured pose and no fault (a DISABLED bridge holds, awaiting enable)
         values[READY_KEY] = ready_value(mode not in (Mode.WAITING, Mode.FROZEN, Mode.CONFLICT))

@@ -1,9 +1,9 @@
 """policy_node: a policy artifact run in real time with action chunking.
 
 The ONNX Runtime backend is loaded, checked against policy.json and the configured cameras,
-and warmed up before anything is published. A control timer at the spec's rate publishes one
-target per tick; inference runs on the `ChunkRunner`'s background thread, never in that
-callback. Executors, delay estimation and the takeover rules live in `core.chunking`; see
+and warmed up before anything is published. A control loop at the spec's rate publishes one
+target per tick (on the thread that also runs the observation callbacks, between deadlines:
+`core.pacing`); inference runs on the `ChunkRunner`'s background thread, never in the tick. Executors, delay estimation and the takeover rules live in `core.chunking`; see
 docs/policy.md for topics, parameters and behaviour.
 """
 from __future__ import annotations
@@ -17,14 +17,15 @@ import numpy as np
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Path as PathMsg
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import Executor, SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Float64
 
 from bc_robot.core.actions import ActionLayout
-from bc_robot.core.bridge import DeadlineLoop
 from bc_robot.core.chunking import ChunkRunner, make_executor
 from bc_robot.core.delay import DelayEstimator
+from bc_robot.core.pacing import MAX_SPIN_FRACTION, PacedLoop
 from bc_robot.core.policy_settings import (POLICY_SCHEMA, delay_config, executor_config,
                                            runner_config)
 from bc_robot.core.spec import IMAGE_INPUT_PREFIX, STATE_INPUT
@@ -33,6 +34,7 @@ from bc_robot.core.sync import ObservationAssembler, ObservationHistory
 from bc_robot.nodes.common import (COMMAND_QOS, ERROR, LATCHED_QOS, OK, SENSOR_QOS, WARN,
                                    DiagnosticsPublisher, declare_parameters, diagnostic_status,
                                    image_msg_to_rgb8, pose_to_msg, run, seconds_to_stamp)
+from bc_robot.nodes.executor import GroupAwareExecutor
 from bc_robot.graph import READY_KEY, resolve_model, ready_value
 from bc_robot.runtime.onnx_backend import OnnxBackend
 
@@ -79,13 +81,11 @@ class PolicyNode(Node):
         clock = p['control_clock']
         if clock == 'auto':
             clock = 'timer' if self.get_parameter('use_sim_time').value else 'thread'
-        self.loop = None
+        self.loop: PacedLoop | None = None
         if clock == 'thread':
-            self.loop = DeadlineLoop(self.dt, self._on_tick, 'policy-control',
-                                     p['realtime_priority'])
-            self.loop.start()
-            if 'refused' in self.loop.priority_status:
-                self.get_logger().warning(f'control thread: {self.loop.priority_status}')
+            self.loop = PacedLoop(self.dt, self._on_tick, p['realtime_priority'],
+                                  min(p['control_spin_us'] * 1e-6, MAX_SPIN_FRACTION * self.dt),
+                                  'policy control')
         else:
             self.create_timer(self.dt, self._on_tick,
                               callback_group=MutuallyExclusiveCallbackGroup())
@@ -95,6 +95,24 @@ class PolicyNode(Node):
             f'{p["executor"]}, {spec.chunk_length} actions at {spec.control_rate_hz:g} Hz '
             f'({clock}), '
             f'history {spec.history}, prefix {spec.accepts_prefix}')
+
+    # --- spinning (common.run calls these) -----------------------------------------------
+    def make_executor(self) -> Executor:
+        """thread clock: the control thread also runs the observation callbacks, between
+        its deadlines (inference stays on the runner's own thread)."""
+        return SingleThreadedExecutor() if self.loop else GroupAwareExecutor(num_threads=4)
+
+    def spin_once(self, executor: Executor, timeout_sec: float) -> None:
+        loop = self.loop
+        if loop is None:
+            executor.spin_once(timeout_sec=timeout_sec)
+            return
+        first = loop.priority_status is None
+        loop.step(lambda timeout: executor.spin_once(timeout_sec=timeout), timeout_sec)
+        if first:
+            log = self.get_logger().warning if 'refused' in loop.priority_status \
+                else self.get_logger().info
+            log(f'control loop: {loop.priority_status}')
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -202,8 +220,6 @@ class PolicyNode(Node):
 
     def close(self) -> None:
         """Stop the inference thread, then write the instrumentation dump."""
-        if self.loop is not None:
-            self.loop.stop()
         self.history.close()
         self.runner.close()
         if self.p['stats_path']:
@@ -218,10 +234,10 @@ class PolicyNode(Node):
 
 
 def main(args=None) -> int:
-    # The control thread must get the GIL within a fraction of a tick at its deadline, not
+    # The control tick must get the GIL from the inference thread within a fraction of a tick, not
     # after CPython's default 5 ms switch interval.
     sys.setswitchinterval(0.0002)
-    return run(lambda: PolicyNode(), args, num_threads=4)
+    return run(lambda: PolicyNode(), args)
 
 
 if __name__ == '__main__':
