@@ -17,7 +17,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
-from rclpy.executors import Executor, ExternalShutdownException
+from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
@@ -27,6 +27,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from bc_robot.core.image import (array_to_image, decode_compressed_rgb8, encode_compressed,
                                  image_to_array, image_to_rgb8)
+from bc_robot.core.pacing import PacedLoop
 from bc_robot.core.params import ParamSchema
 from bc_robot.core.pose import Pose
 from bc_robot.nodes.executor import GroupAwareExecutor
@@ -213,6 +214,34 @@ def spin_step(node: Node, executor: Executor, timeout_sec: float) -> None:
         own(executor, timeout_sec)
     else:
         executor.spin_once(timeout_sec=timeout_sec)
+
+
+class PacedSpinning:
+    """Mixin for a Node with a deadline-paced tick (`self.loop`, a core.pacing.PacedLoop; None
+    when an rclpy timer paces it instead): the thread that spins the node also ticks it, with
+    the callbacks run in between (`run` and the tests' NodeSpinner use these two methods)."""
+
+    loop: PacedLoop | None = None
+    timer_executor_threads: int | None = None  # executor threads when a timer paces it
+
+    def make_executor(self) -> Executor:
+        if self.loop is not None:
+            return SingleThreadedExecutor()
+        return GroupAwareExecutor(num_threads=self.timer_executor_threads)
+
+    def spin_once(self, executor: Executor, timeout_sec: float) -> None:
+        """Run ready callbacks until the next deadline (at most `timeout_sec`), or tick when
+        it has come. The first call gives the calling thread the loop's priority."""
+        loop = self.loop
+        if loop is None:
+            executor.spin_once(timeout_sec=timeout_sec)
+            return
+        first = loop.priority_status is None
+        loop.step(lambda timeout: executor.spin_once(timeout_sec=timeout), timeout_sec)
+        if first:
+            refused = 'refused' in loop.priority_status
+            logger = self.get_logger()  # type: ignore[attr-defined]
+            (logger.warning if refused else logger.info)(f'{loop.name}: {loop.priority_status}')
 
 
 def run(node_factory: Callable[[], Node], args: list[str] | None = None,

@@ -14,7 +14,6 @@ import time
 import numpy as np
 from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import Executor, SingleThreadedExecutor
 from rclpy.node import Node
 from std_msgs.msg import Bool, Float64, String
 from std_srvs.srv import SetBool
@@ -27,14 +26,13 @@ from bc_robot.core.gate import GateRejection
 from bc_robot.core.pacing import MAX_SPIN_FRACTION, PacedLoop
 from bc_robot.graph import READY_KEY, ready_value
 from bc_robot.nodes.common import (COMMAND_QOS, LATCHED_QOS, OK, SENSOR_QOS, WARN,
-                                   DiagnosticsPublisher, declare_parameters, diagnostic_status,
-                                   pose_to_msg, run, stamp_to_seconds)
-from bc_robot.nodes.executor import GroupAwareExecutor
+                                   DiagnosticsPublisher, PacedSpinning, declare_parameters,
+                                   diagnostic_status, pose_to_msg, run, stamp_to_seconds)
 
 SWITCH_INTERVAL_S = 0.0002
 
 
-class ControllerBridge(Node):
+class ControllerBridge(PacedSpinning, Node):
     def __init__(self, **kwargs) -> None:
         super().__init__('controller_bridge', **kwargs)
         p = self._params = declare_parameters(self, BRIDGE_SCHEMA, self._on_limits)
@@ -75,39 +73,18 @@ class ControllerBridge(Node):
         self.create_timer(1.0 / p['graph_check_rate_hz'], self._check_publishers,
                           callback_group=housekeeping)
         period = 1.0 / p['output_rate_hz']
-        self._loop: PacedLoop | None = None
         if p['output_clock'] == 'thread':
-            self._loop = PacedLoop(period, self._tick, p['realtime_priority'],
+            self.loop = PacedLoop(period, self._tick, p['realtime_priority'],
                                    min(p['output_spin_us'] * 1e-6, MAX_SPIN_FRACTION * period),
                                    'bridge output')
         else:
             self.create_timer(period, self._tick, callback_group=MutuallyExclusiveCallbackGroup())
         self.get_logger().info(
             f'controller_bridge: {p["output_rate_hz"]:g} Hz to {p["output_pose_topic"]} '
-            f'({"deadline loop" if self._loop else "rclpy timer"}), '
+            f'({"deadline loop" if self.loop else "rclpy timer"}), '
             f'enabled={config.start_enabled}, '
             f'step ≤ {self._limits.max_step_translation * 1000:.2f} mm / '
             f'{math.degrees(self._limits.max_step_rotation):.2f}° per tick')
-
-    # --- spinning (common.run calls these) -----------------------------------------------
-
-    def make_executor(self) -> Executor:
-        """thread clock: one thread runs the input callbacks between output deadlines."""
-        return SingleThreadedExecutor() if self._loop else GroupAwareExecutor()
-
-    def spin_once(self, executor: Executor, timeout_sec: float) -> None:
-        """Run ready callbacks until the next output deadline (at most `timeout_sec`), or
-        tick when it has come: the calling thread is the output thread."""
-        loop = self._loop
-        if loop is None:
-            executor.spin_once(timeout_sec=timeout_sec)
-            return
-        first = loop.priority_status is None
-        loop.step(lambda timeout: executor.spin_once(timeout_sec=timeout), timeout_sec)
-        if first:
-            log = self.get_logger().warning if 'refused' in loop.priority_status \
-                else self.get_logger().info
-            log(f'output loop: {loop.priority_status}')
 
     def _now(self) -> float | None:
         ns = self.get_clock().now().nanoseconds
@@ -248,7 +225,7 @@ class ControllerBridge(Node):
                             ('tick_period_ms', self._tick_period)):
             for key, value in stats.summary().items():
                 values[f'{name}.{key}'] = value * 1000.0
-        values['missed_ticks'] = self._loop.missed if self._loop else 0
+        values['missed_ticks'] = self.loop.missed if self.loop else 0
         values['tick_errors'] = self._tick_errors
         # ready: a valid measured pose and no fault (a DISABLED bridge holds, awaiting enable)
         values[READY_KEY] = ready_value(mode not in (Mode.WAITING, Mode.FROZEN, Mode.CONFLICT))

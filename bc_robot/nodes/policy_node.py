@@ -17,7 +17,6 @@ import numpy as np
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Path as PathMsg
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import Executor, SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Float64
@@ -32,14 +31,14 @@ from bc_robot.core.spec import IMAGE_INPUT_PREFIX, STATE_INPUT
 from bc_robot.core.state import state_labels
 from bc_robot.core.sync import ObservationAssembler, ObservationHistory
 from bc_robot.nodes.common import (COMMAND_QOS, ERROR, LATCHED_QOS, OK, SENSOR_QOS, WARN,
-                                   DiagnosticsPublisher, declare_parameters, diagnostic_status,
-                                   image_msg_to_rgb8, pose_to_msg, run, seconds_to_stamp)
-from bc_robot.nodes.executor import GroupAwareExecutor
+                                   DiagnosticsPublisher, PacedSpinning, declare_parameters,
+                                   diagnostic_status, image_msg_to_rgb8, pose_to_msg, run,
+                                   seconds_to_stamp)
 from bc_robot.graph import READY_KEY, resolve_model, ready_value
 from bc_robot.runtime.onnx_backend import OnnxBackend
 
 
-class PolicyNode(Node):
+class PolicyNode(PacedSpinning, Node):
     def __init__(self, **kwargs) -> None:
         super().__init__('policy_node', **kwargs)
         p = self.p = declare_parameters(self, POLICY_SCHEMA, self._on_params)
@@ -81,7 +80,7 @@ class PolicyNode(Node):
         clock = p['control_clock']
         if clock == 'auto':
             clock = 'timer' if self.get_parameter('use_sim_time').value else 'thread'
-        self.loop: PacedLoop | None = None
+        self.timer_executor_threads = 4
         if clock == 'thread':
             self.loop = PacedLoop(self.dt, self._on_tick, p['realtime_priority'],
                                   min(p['control_spin_us'] * 1e-6, MAX_SPIN_FRACTION * self.dt),
@@ -95,24 +94,6 @@ class PolicyNode(Node):
             f'{p["executor"]}, {spec.chunk_length} actions at {spec.control_rate_hz:g} Hz '
             f'({clock}), '
             f'history {spec.history}, prefix {spec.accepts_prefix}')
-
-    # --- spinning (common.run calls these) -----------------------------------------------
-    def make_executor(self) -> Executor:
-        """thread clock: the control thread also runs the observation callbacks, between
-        its deadlines (inference stays on the runner's own thread)."""
-        return SingleThreadedExecutor() if self.loop else GroupAwareExecutor(num_threads=4)
-
-    def spin_once(self, executor: Executor, timeout_sec: float) -> None:
-        loop = self.loop
-        if loop is None:
-            executor.spin_once(timeout_sec=timeout_sec)
-            return
-        first = loop.priority_status is None
-        loop.step(lambda timeout: executor.spin_once(timeout_sec=timeout), timeout_sec)
-        if first:
-            log = self.get_logger().warning if 'refused' in loop.priority_status \
-                else self.get_logger().info
-            log(f'control loop: {loop.priority_status}')
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
