@@ -67,8 +67,8 @@ class Probe:
             pass
 
     def add_node(self, node) -> None:
-        """A node that paces its own output (`spin_once`: controller_bridge) gets its own
-        thread and executor, as `common.run` gives it in its process."""
+        """A node that ticks on the thread spinning it (`spin_once`: controller_bridge,
+        policy_node) gets its own thread and executor, as `common.run` gives it."""
         if callable(getattr(node, 'spin_once', None)):
             self._spinners[node] = NodeSpinner(node)
         else:

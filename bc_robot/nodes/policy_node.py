@@ -3,7 +3,8 @@
 The ONNX Runtime backend is loaded, checked against policy.json and the configured cameras,
 and warmed up before anything is published. A control loop at the spec's rate publishes one
 target per tick (on the thread that also runs the observation callbacks, between deadlines:
-`core.pacing`); inference runs on the `ChunkRunner`'s background thread, never in the tick. Executors, delay estimation and the takeover rules live in `core.chunking`; see
+`core.pacing`); inference runs on the `ChunkRunner`'s background thread, never in the tick.
+Executors, delay estimation and the takeover rules live in `core.chunking`; see
 docs/policy.md for topics, parameters and behaviour.
 """
 from __future__ import annotations
@@ -215,8 +216,8 @@ class PolicyNode(PacedSpinning, Node):
 
 
 def main(args=None) -> int:
-    # The control tick must get the GIL from the inference thread within a fraction of a tick, not
-    # after CPython's default 5 ms switch interval.
+    # The control tick must get the GIL back from the inference thread within a fraction of a
+    # tick, not after CPython's default 5 ms switch interval.
     sys.setswitchinterval(0.0002)
     return run(lambda: PolicyNode(), args)
 
