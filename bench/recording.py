@@ -67,7 +67,8 @@ class Streams:
         from std_msgs.msg import Float64
 
         from bc_robot.core.pose import Pose
-        from bc_robot.nodes.common import image_to_msg, pose_to_msg
+        from bc_robot.nodes.common import pose_to_msg
+        from bc_robot.nodes.image_msgs import image_to_msg
         self.node = node
         self.sent: dict[str, list[float]] = {}     # publish times (unix s) per topic
         self.late: dict[str, int] = {}

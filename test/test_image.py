@@ -284,8 +284,8 @@ def test_message_adapters_in_nodes_common():
     from builtin_interfaces.msg import Time
     from sensor_msgs.msg import CompressedImage, Image
 
-    from bc_robot.nodes.common import (compressed_image_to_msg, image_msg_to_array,
-                                       image_msg_to_rgb8, image_to_msg)
+    from bc_robot.nodes.image_msgs import (compressed_image_to_msg, image_msg_to_array,
+                                           image_msg_to_rgb8, image_to_msg)
     rgb = _smooth_rgb()
     msg = image_to_msg(rgb[:, :, ::-1], 'bgr8', 'cam', Time(sec=3, nanosec=5))
     assert isinstance(msg, Image) and msg.encoding == 'bgr8' and msg.header.frame_id == 'cam'

@@ -14,9 +14,8 @@ from sensor_msgs.msg import CompressedImage, Image, JointState
 
 from bc_robot.core.pose import Pose
 from bc_robot.core.spec import CameraSpec
-from bc_robot.nodes.common import (SENSOR_QOS, compressed_image_to_msg, image_msg_to_rgb8,
-                                   image_to_msg, pose_to_msg, seconds_to_stamp,
-                                   stamp_to_seconds)
+from bc_robot.nodes.common import SENSOR_QOS, pose_to_msg, seconds_to_stamp, stamp_to_seconds
+from bc_robot.nodes.image_msgs import compressed_image_to_msg, image_msg_to_rgb8, image_to_msg
 from bc_robot.runtime.testing_models import make_spec, write_model
 from conftest import wait_for
 

@@ -33,8 +33,8 @@ from bc_robot.core.state import state_labels
 from bc_robot.core.sync import ObservationAssembler, ObservationHistory
 from bc_robot.nodes.common import (COMMAND_QOS, ERROR, LATCHED_QOS, OK, SENSOR_QOS, WARN,
                                    DiagnosticsPublisher, PacedSpinning, declare_parameters,
-                                   diagnostic_status, image_msg_to_rgb8, pose_to_msg, run,
-                                   seconds_to_stamp)
+                                   diagnostic_status, pose_to_msg, run, seconds_to_stamp)
+from bc_robot.nodes.image_msgs import image_msg_to_rgb8
 from bc_robot.graph import READY_KEY, resolve_model, ready_value
 from bc_robot.runtime.onnx_backend import OnnxBackend
 

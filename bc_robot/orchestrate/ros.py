@@ -244,7 +244,7 @@ class RosLink:
         msg = self.frame
         if msg is None:
             return None
-        from bc_robot.nodes.common import image_msg_to_rgb8
+        from bc_robot.nodes.image_msgs import image_msg_to_rgb8
         return image_msg_to_rgb8(msg)
 
     # --- capture -------------------------------------------------------------------------------
