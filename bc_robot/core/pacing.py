@@ -25,13 +25,17 @@ logger = logging.getLogger(__name__)
 MAX_SPIN_FRACTION = 0.25
 
 
+def check_priority(priority: int) -> int:
+    if not (isinstance(priority, int) and 0 <= priority <= 99):
+        raise ValueError(f'realtime_priority must be an int in [0, 99], got {priority!r}')
+    return priority
+
+
 def set_thread_realtime(priority: int) -> str:
     """SCHED_FIFO at `priority` for the calling thread only (Linux: pid 0 is the calling
     thread); 0 leaves it alone. Needs CAP_SYS_NICE or an rtprio limit: without them the
     thread keeps normal scheduling and the returned status says why."""
-    if not (isinstance(priority, int) and 0 <= priority <= 99):
-        raise ValueError(f'realtime_priority must be an int in [0, 99], got {priority!r}')
-    if priority == 0:
+    if check_priority(priority) == 0:
         return 'default scheduling'
     try:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
@@ -53,8 +57,6 @@ class DeadlineSchedule:
             raise ValueError(f'loop period must be a positive number of seconds, got {period!r}')
         if not (isinstance(spin, (int, float)) and math.isfinite(spin) and 0.0 <= spin < period):
             raise ValueError(f'loop spin must be in [0, period = {period:g}) s, got {spin!r}')
-        self.period = period
-        self.spin = spin
         self._period_ns = int(round(period * 1e9))
         self._spin_ns = int(round(spin * 1e9))
         self.deadline_ns = time.monotonic_ns() + self._period_ns
@@ -89,12 +91,9 @@ class PacedLoop:
 
     def __init__(self, period: float, tick: Callable[[], None], realtime_priority: int = 0,
                  spin: float = 0.0, name: str = 'loop') -> None:
-        if not (isinstance(realtime_priority, int) and 0 <= realtime_priority <= 99):
-            raise ValueError(f'realtime_priority must be an int in [0, 99], got '
-                             f'{realtime_priority!r}')
+        self.realtime_priority = check_priority(realtime_priority)
         self.schedule = DeadlineSchedule(period, spin)
         self.name = name
-        self.realtime_priority = realtime_priority
         self.priority_status: str | None = None  # known after the first step
         self.error: BaseException | None = None
         self._tick = tick

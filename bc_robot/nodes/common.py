@@ -234,7 +234,7 @@ class PacedSpinning:
             executor.spin_once(timeout_sec=timeout_sec)
             return
         first = loop.priority_status is None
-        loop.step(lambda timeout: executor.spin_once(timeout_sec=timeout), timeout_sec)
+        loop.step(executor.spin_once, timeout_sec)
         if first:
             refused = 'refused' in loop.priority_status
             logger = self.get_logger()  # type: ignore[attr-defined]
