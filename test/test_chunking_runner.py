@@ -56,7 +56,7 @@ def setup(tmp_path):
     started = []
 
     def _make(mode='async', chunk_length=8, horizon=3, accepts_prefix=False, bias=None,
-              inject=0.0, fresh=True):
+              inject=0.0, fresh=True, align=0.1):
         spec = make_spec(chunk_length=chunk_length, accepts_prefix=accepts_prefix,
                          control_rate_hz=1 / DT)
         weights, default_bias = affine_function(spec)
@@ -70,7 +70,7 @@ def setup(tmp_path):
         clock = Clock()
         runner = ChunkRunner(executor, backend, history, clock,
                              RunnerConfig(DT, max_age_s=0.5, fresh_observation=fresh,
-                                          inject_delay_s=inject))
+                                          inject_delay_s=inject, align_window_s=align))
         started.append((runner, history))
         return runner, backend, history, clock
 
@@ -218,3 +218,30 @@ def test_prefix_and_weights_reach_the_model(setup):
     assert call['prefix'].shape == (8, 8) and call['prefix_weights'].shape == (8,)
     assert call['prefix_weights'][0] == 1.0 and call['prefix_weights'][-1] == 0.0
     assert np.all(np.diff(call['prefix_weights']) <= 0)
+
+
+@pytest.mark.parametrize('align, request_tick', [(0.1, 2), (0.0, 4)])
+def test_async_requests_early_for_the_frame_whose_first_action_goes_out_soonest(
+        setup, align, request_tick):
+    # 20 Hz control, chunk 8, next inference due when 3 actions remain (tick 4). Frames at
+    # 15 Hz: a request at tick 2 (t = 100.10) gets the frame of 100.149, ready before the
+    # tick of 100.15; one at tick 3 or 4 gets 100.2157, which waits until 100.25.
+    runner, backend, history, clock = setup(horizon=3, align=align)
+    period = 1 / 15
+    frames = [100.149 + (k - 5) * period for k in range(7)]
+    for stamp in frames[:3]:
+        history.add(stamp, {'state': np.array([0.5, 0.0, 0.3, 1.0], np.float32)})
+    runner.tick(clock.now)                               # tick 0: first request
+    history.add(frames[3], {'state': np.array([0.5, 0.0, 0.3, 1.0], np.float32)})
+    assert wait_for(lambda: runner._result is not None, 5)
+    requested_at = None
+    for tick in range(1, 5):
+        clock.now = 100.0 + tick * DT
+        if tick == 2:
+            history.add(frames[4], {'state': np.array([0.5, 0.0, 0.3, 1.0], np.float32)})
+        runner.tick(clock.now)
+        if runner._inflight:
+            requested_at = tick
+            break
+    assert requested_at == request_tick
+    assert runner.counters['early_requests'] == (1 if align else 0)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bc_robot.core.pose import Pose, quat_angle, quat_to_matrix
-from bc_robot.sim.camera import camera_intrinsics, check_cameras
+from bc_robot.sim.camera import CameraRig, camera_intrinsics, check_cameras
 from bc_robot.sim.controller import ImpedanceConfig
 from bc_robot.sim.expert import (Command, CorrectionConfig, CorrectionMonitor, ExpertConfig,
                                  JoyButtons, Observation, PushGeometry, ScriptedExpert,
@@ -259,6 +259,24 @@ def test_camera_intrinsics_and_names():
         check_cameras(model, ['side'], 320, 240)
     with pytest.raises(ValueError, match='exceeds'):
         check_cameras(model, ['front'], 4000, 240)
+
+
+def test_render_samples_trade_anti_aliasing_for_time_and_are_checked():
+    world = SimWorld(SimConfig())
+    images = {}
+    for samples in (4, 0):
+        rig = CameraRig(world.arm.model, ['front'], 96, 72, samples)
+        try:
+            rig.capture(world.arm.data)
+            images[samples] = rig.render()['front'].astype(np.int16)
+        finally:
+            rig.close()
+    difference = np.abs(images[4] - images[0])
+    assert images[0].shape == (72, 96, 3)
+    assert difference.max() > 0                  # edges are aliased without the samples
+    assert difference.mean() < 5.0               # ... the scene is the same
+    with pytest.raises(ValueError, match='render samples must be an int in \\[0, 16\\], got 32'):
+        CameraRig(world.arm.model, ['front'], 96, 72, 32)
 
 
 # --- expert --------------------------------------------------------------------------------

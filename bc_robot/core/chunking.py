@@ -36,6 +36,7 @@ from typing import Any, Callable, Mapping, Protocol
 import numpy as np
 
 from bc_robot.core.actions import ActionLayout
+from bc_robot.core.alignment import request_now
 from bc_robot.core.delay import DelayEstimator, SeriesRecorder
 from bc_robot.core.spec import PREFIX_INPUT, PREFIX_WEIGHTS_INPUT
 
@@ -114,6 +115,13 @@ class ChunkExecutor:
     @property
     def mode(self) -> str:
         return self.config.mode
+
+    # async/rtc: may start an inference early, to use a better-timed frame (core.alignment)
+    aligns_requests = False
+
+    def ticks_until_due(self, tick: int) -> int:
+        """Ticks until `wants_inference` will say yes (0: it does now)."""
+        return 0
 
     def step(self, tick: int) -> np.ndarray | None:
         raise NotImplementedError
@@ -228,8 +236,15 @@ class AsyncExecutor(ChunkExecutor):
             return 0
         return max(0, self._start + self._plan.shape[0] - 1 - tick)
 
+    aligns_requests = True
+
+    def ticks_until_due(self, tick: int) -> int:
+        if self._plan is None:
+            return 0
+        return max(0, self.queue_depth(tick) - self.trigger_remaining())
+
     def wants_inference(self, tick: int) -> bool:
-        return self._plan is None or self.queue_depth(tick) <= self.trigger_remaining()
+        return self.ticks_until_due(tick) == 0
 
     def planned(self, tick: int) -> np.ndarray:
         if self._plan is None:
@@ -377,6 +392,8 @@ class ObservationSource(Protocol):
     def wait_newer(self, min_stamp: float | None, timeout: float
                    ) -> tuple[float, dict[str, np.ndarray]] | None: ...
 
+    def stamps(self) -> list[float]: ...
+
 
 @dataclass
 class TickOutput:
@@ -413,14 +430,17 @@ class RunnerConfig:
     max_age_s: float = 0.5           # an observation older than this is not inferred on
     fresh_observation: bool = True   # wait for an observation newer than the request
     inject_delay_s: float = 0.0      # experiments: added to every inference
+    align_window_s: float = 0.1      # async/rtc: request up to this early for a better frame
 
     def __post_init__(self) -> None:
         for name in ('dt', 'max_age_s'):
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:
                 raise ValueError(f'{name} {value!r} must be finite and > 0')
-        if not math.isfinite(self.inject_delay_s) or self.inject_delay_s < 0:
-            raise ValueError(f'inject_delay_s {self.inject_delay_s!r} must be >= 0')
+        for name in ('inject_delay_s', 'align_window_s'):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f'{name} {value!r} must be finite and >= 0')
 
 
 class ChunkRunner:
@@ -445,6 +465,7 @@ class ChunkRunner:
         self._last_wall: float | None = None
         self.counters = {'ticks': 0, 'idle_ticks': 0, 'paused_ticks': 0, 'chunks': 0,
                          'discarded_chunks': 0, 'invalid_chunks': 0, 'stale_observations': 0,
+                         'early_requests': 0,
                          'missing_observations': 0, 'inference_errors': 0}
         self.last_error = ''     # policy/backend faults: the node reports them as errors
         self.last_warning = ''   # observation gaps: expected at startup, warned
@@ -528,7 +549,7 @@ class ChunkRunner:
                 out.planned = self.executor.planned(tick)
             self.recorder.add('obs_to_target_s', out.latency_s)
         self.recorder.add('queue_depth', out.queue_depth)
-        if not self._inflight and self.executor.wants_inference(tick):
+        if not self._inflight and self._should_request(tick):
             self._inflight = True
             min_stamp = self._min_stamp
             if self.config.fresh_observation:
@@ -536,6 +557,22 @@ class ChunkRunner:
             self._request = (self._generation, min_stamp, now)
             self._wake.notify()
         return out
+
+    def _should_request(self, tick: int) -> bool:
+        """When the executor wants a chunk, or earlier within `align_window_s` when that
+        gets a frame whose first action goes out sooner after its stamp (core.alignment)."""
+        executor, dt = self.executor, self.config.dt
+        if executor.wants_inference(tick):
+            return True
+        window = int(self.config.align_window_s / dt + 1e-9)
+        if not (executor.aligns_requests and self.config.fresh_observation and window > 0):
+            return False
+        due = executor.ticks_until_due(tick)
+        if due > window or not request_now(self.source.stamps(), self._t0 + tick * dt, due,
+                                           self._t0, dt, executor.estimator.samples()):
+            return False
+        self.counters['early_requests'] += 1
+        return True
 
     def _deliver(self, result: _Result, tick: int) -> None:
         if result.generation != self._generation:

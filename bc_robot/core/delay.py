@@ -68,6 +68,10 @@ class DelayEstimator:
         return float(np.percentile(np.fromiter(values, dtype=np.float64),
                                    self.config.percentile))
 
+    def samples(self) -> list[float]:
+        """The window the estimate is taken from (the warm-up samples while nothing else)."""
+        return list(self._samples or self._warmup)
+
     def estimate_steps(self, dt: float) -> int:
         """The estimate in whole control ticks (rounded up): actions that will have been
         executed by the time a chunk started now arrives."""

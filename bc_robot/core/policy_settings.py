@@ -75,6 +75,10 @@ POLICY_SCHEMA = ParamSchema([
               min_value=0.001, max_value=10.0),
     ParamSpec('fresh_observation', True, 'each inference waits for an observation stamped '
               'after it was requested'),
+    ParamSpec('align_window_ms', 100.0, 'async/rtc: start an inference up to this much early '
+              'when the camera frame it would use gets its first action out sooner after the '
+              'frame was taken (frame-phase alignment; 0 = off) (ms)', min_value=0.0,
+              max_value=1000.0),
     ParamSpec('providers', 'auto', 'ONNX Runtime providers: auto = CUDA if it loads, else CPU',
               choices=PROVIDER_CHOICES),
     ParamSpec('threads', 1, 'ONNX Runtime intra-op threads', min_value=1, max_value=64),
@@ -127,4 +131,4 @@ def delay_config(p: Mapping[str, Any]) -> DelayEstimatorConfig:
 
 def runner_config(p: Mapping[str, Any], spec: PolicySpec) -> RunnerConfig:
     return RunnerConfig(1.0 / spec.control_rate_hz, p['max_age'], p['fresh_observation'],
-                        p['inject_delay_ms'] / 1000.0)
+                        p['inject_delay_ms'] / 1000.0, p['align_window_ms'] / 1000.0)

@@ -335,6 +335,11 @@ class ObservationHistory:
             self._entries.append((stamp, parts))
             self._changed.notify_all()
 
+    def stamps(self) -> list[float]:
+        """Stamps of the observations held, oldest first (the camera's timing)."""
+        with self._changed:
+            return [stamp for stamp, _ in self._entries]
+
     def latest_stamp(self) -> float | None:
         with self._changed:
             return self._entries[-1][0] if self._entries else None

@@ -144,7 +144,7 @@ class SimArmNode(Node):
             pass
         try:
             rig = CameraRig(self.world.arm.model, self._cameras, p['image_width'],
-                            p['image_height'])
+                            p['image_height'], p['render_samples'])
         except Exception as exc:  # noqa: BLE001 - the constructor raises it
             self._render_error = exc
             self._render_ready.set()
