@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from bc_robot.core.alignment import (expected_latency, first_action_latency, frame_period,
+from bc_robot.core.alignment import (worst_latency, first_action_latency, frame_period,
                                      next_frame_stamp, request_now)
 
 DT = 0.02          # 50 Hz control
@@ -61,13 +61,13 @@ def test_no_early_request_without_frame_timing_and_always_one_when_due():
     assert request_now(frames(1.0), 1.0, 0, 0.0, DT, [0.015])  # due now
 
 
-def test_a_frame_ready_at_the_edge_of_the_delay_spread_pays_for_its_misses():
+def test_a_frame_is_judged_by_the_longest_recent_delay():
     # Ticks at 0, 20, 40 ms. Frame A (stamp 0) is ready 14–16 ms later when the delay is
-    # typical: it makes the 20 ms tick, but one delay in four (22 ms) misses it → 40 ms.
-    # Frame B (stamp 7.5 ms) makes the 40 ms tick whatever the delay: 32.5 ms, always.
+    # typical and makes the 20 ms tick, but with the 22 ms delay it misses it → 40 ms.
+    # Frame B (stamp 7.5 ms) makes the 40 ms tick whatever the delay: 32.5 ms.
     delays = [0.014, 0.015, 0.016, 0.022]
-    assert expected_latency(0.0, delays, 0.0, DT) == pytest.approx(0.025)
-    assert expected_latency(0.0075, delays, 0.0, DT) == pytest.approx(0.0325)
-    # when every delay is long, B is the better frame
-    assert expected_latency(0.0, [0.022] * 4, 0.0, DT) == pytest.approx(0.04)
-    assert expected_latency(0.0075, [0.022] * 4, 0.0, DT) == pytest.approx(0.0325)
+    assert worst_latency(0.0, delays, 0.0, DT) == pytest.approx(0.04)
+    assert worst_latency(0.0075, delays, 0.0, DT) == pytest.approx(0.0325)
+    # without the long delay A is the better frame
+    assert worst_latency(0.0, delays[:3], 0.0, DT) == pytest.approx(0.02)
+    assert worst_latency(0.0075, delays[:3], 0.0, DT) == pytest.approx(0.0325)

@@ -10,7 +10,8 @@ interval that is a whole number of frame periods the accident repeats for the wh
 
 Async and rtc may start the next inference any time before they must, so the runner looks a
 few ticks ahead and starts it for the frame whose first action will go out soonest after its
-stamp. Every action of that chunk is then acted on that much fresher; the price is
+stamp, planning with the longest recent delay so that the chunk is not late for the tick it
+was timed for. Every action of that chunk is then acted on that much fresher; the price is
 replanning at most the look-ahead earlier.
 """
 from __future__ import annotations
@@ -50,18 +51,18 @@ def first_action_latency(stamp: float, ready_delay: float, tick_origin: float,
     return tick_origin + k * dt - stamp
 
 
-def expected_latency(stamp: float, delays: Sequence[float], tick_origin: float,
-                     dt: float) -> float:
-    """Mean first-action latency of a frame over the recent stamp → ready delays: a frame
-    ready just before a tick when the delay is typical, but after it when the delay is long,
-    pays the whole period in those cases."""
-    return float(np.mean([first_action_latency(stamp, d, tick_origin, dt) for d in delays]))
+def worst_latency(stamp: float, delays: Sequence[float], tick_origin: float,
+                  dt: float) -> float:
+    """First-action latency of a frame if its delay is the longest of the recent stamp →
+    ready delays: a frame timed for a tick that only the typical delay makes would miss it,
+    and wait a whole period, whenever the delay is long."""
+    return max(first_action_latency(stamp, d, tick_origin, dt) for d in delays)
 
 
 def request_now(stamps: Sequence[float], now: float, ticks_left: int, tick_origin: float,
                 dt: float, delays: Sequence[float]) -> bool:
     """Whether a request at tick time `now` (its inference uses the first frame stamped after
-    `now`) expects a first-action latency no worse than a request on any of the next
+    `now`) has a worst-case first-action latency no worse than a request on any of the next
     `ticks_left` ticks would. True when nothing is left to choose from (due now); False
     without a frame period or delay estimate (no reason to go early)."""
     if ticks_left <= 0:
@@ -72,8 +73,8 @@ def request_now(stamps: Sequence[float], now: float, ticks_left: int, tick_origi
     last = float(stamps[-1])
 
     def latency(request_time: float) -> float:
-        return expected_latency(next_frame_stamp(last, period, request_time), delays,
-                                tick_origin, dt)
+        return worst_latency(next_frame_stamp(last, period, request_time), delays,
+                             tick_origin, dt)
 
     best_now = latency(now)
     return all(best_now <= latency(now + j * dt) + 1e-6 for j in range(1, ticks_left + 1))
