@@ -37,6 +37,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -59,6 +61,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--domain-id', type=int, default=None)
     parser.add_argument('--virtual', action='store_true',
                         help='in-process on a virtual clock instead of the deploy graph')
+    parser.add_argument('--sim', action='append', default=[], metavar='NAME=VALUE',
+                        help='deploy graph: a sim_arm parameter, e.g. render_samples=0')
     parser.add_argument('--threads', type=int, default=2,
                         help='--virtual: ONNX Runtime threads')
     return parser.parse_args(argv)
@@ -175,6 +179,12 @@ def run_graph(args, model: Path, seeds: list[int]) -> list[dict]:
     print(f'e2e: model {model}, executors {args.executors}, delays {args.delays} ms, '
           f'{args.episodes} episodes each (seeds {seeds[0]}..{seeds[-1]}), domain {domain}, '
           f'work {work}', flush=True)
+    sim_params = {}
+    for item in args.sim:
+        name, sep, value = item.partition('=')
+        if not sep or not name:
+            raise SystemExit(f'--sim {item!r}: expected NAME=VALUE')
+        sim_params[name] = yaml.safe_load(value)
     rows = []
     stop_on_signals()
     link = RosLink('bc_robot_e2e')
@@ -183,7 +193,8 @@ def run_graph(args, model: Path, seeds: list[int]) -> list[dict]:
             for executor in args.executors:
                 settings = DeploySettings(model=model, task=args.task, executor=executor,
                                           inject_delay_ms=delay,
-                                          episode=EpisodeSettings(timeout=args.timeout))
+                                          episode=EpisodeSettings(timeout=args.timeout),
+                                          sim=sim_params)
                 result = evaluate(link, work, f'{executor}-{int(delay)}ms', settings, seeds)
                 rows.append(condition_figures(result, delay, executor))
                 print_row(rows[-1])

@@ -144,7 +144,7 @@ class PolicyRollout:
                            'running at %g Hz', spec.control_rate_hz, 1e3 * timestep,
                            1.0 / (self.control_steps * timestep))
         self.rig = CameraRig(self.world.arm.model, [c.name for c in spec.cameras],
-                             size[1], size[0]) if spec.cameras else None
+                             size[1], size[0], int(sim['render_samples'])) if spec.cameras else None
 
     def __enter__(self) -> PolicyRollout:
         return self
