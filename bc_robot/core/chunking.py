@@ -100,6 +100,9 @@ class ChunkExecutor:
     """Common state of every executor. The runner calls, in each control tick, `deliver`
     for a chunk that arrived since the last tick, then `step`, then `wants_inference`."""
 
+    # may start an inference before it is due, for a better-timed frame (core.alignment)
+    aligns_requests = False
+
     def __init__(self, config: ExecutorConfig, layout: ActionLayout,
                  estimator: DelayEstimator, dt: float, accepts_prefix: bool = False) -> None:
         self.config = config
@@ -116,11 +119,9 @@ class ChunkExecutor:
     def mode(self) -> str:
         return self.config.mode
 
-    # async/rtc: may start an inference early, to use a better-timed frame (core.alignment)
-    aligns_requests = False
-
     def ticks_until_due(self, tick: int) -> int:
-        """Ticks until `wants_inference` will say yes (0: it does now)."""
+        """Ticks until `wants_inference` will say yes (0: it does now); only asked of
+        executors that `aligns_requests`."""
         return 0
 
     def step(self, tick: int) -> np.ndarray | None:
@@ -201,6 +202,8 @@ class SyncExecutor(ChunkExecutor):
 
 
 class AsyncExecutor(ChunkExecutor):
+    aligns_requests = True
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._plan: np.ndarray | None = None
@@ -235,8 +238,6 @@ class AsyncExecutor(ChunkExecutor):
         if self._plan is None:
             return 0
         return max(0, self._start + self._plan.shape[0] - 1 - tick)
-
-    aligns_requests = True
 
     def ticks_until_due(self, tick: int) -> int:
         if self._plan is None:
