@@ -253,9 +253,9 @@ def main() -> int:
                         help='extra policy_node parameter, e.g. realtime_priority=20')
     parser.add_argument('--camera', default='front', help="camera used by the policy ('' = none)")
     parser.add_argument('--camera-rate', type=float, default=30.0)
-    parser.add_argument('--render-samples', type=int, default=4,
-                        help="sim_arm's anti-aliasing samples (0: the camera delivers ~5 ms "
-                             'sooner on a CPU)')
+    parser.add_argument('--render-samples', type=int, default=0,
+                        help="sim_arm's anti-aliasing samples (its default, 0; 4 makes the "
+                             'camera deliver ~5 ms later on a CPU)')
     parser.add_argument('--lead', type=float, default=None,
                         help='policy lead (s); default: calibrated to the tracking lag')
     parser.add_argument('--lagging', nargs='*', default=['async', 'rtc'], choices=EXECUTORS,
