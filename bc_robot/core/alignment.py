@@ -71,10 +71,8 @@ def request_now(stamps: Sequence[float], now: float, ticks_left: int, tick_origi
     if period is None or not len(delays):
         return False
     last = float(stamps[-1])
-
-    def latency(request_time: float) -> float:
-        return worst_latency(next_frame_stamp(last, period, request_time), delays,
-                             tick_origin, dt)
-
-    best_now = latency(now)
-    return all(best_now <= latency(now + j * dt) + 1e-6 for j in range(1, ticks_left + 1))
+    frame_now = next_frame_stamp(last, period, now)
+    later = {next_frame_stamp(last, period, now + j * dt) for j in range(1, ticks_left + 1)}
+    best_now = worst_latency(frame_now, delays, tick_origin, dt)
+    return all(best_now <= worst_latency(frame, delays, tick_origin, dt) + 1e-6
+               for frame in later - {frame_now})
