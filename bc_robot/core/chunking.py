@@ -563,12 +563,12 @@ class ChunkRunner:
         """When the executor wants a chunk, or earlier within `align_window_s` when that
         gets a frame whose first action goes out sooner after its stamp (core.alignment)."""
         executor, dt = self.executor, self.config.dt
-        if executor.wants_inference(tick):
-            return True
         window = int(self.config.align_window_s / dt + 1e-9)
         if not (executor.aligns_requests and self.config.fresh_observation and window > 0):
-            return False
-        due = executor.ticks_until_due(tick)
+            return executor.wants_inference(tick)
+        due = executor.ticks_until_due(tick)  # one trigger computation per tick, not two
+        if due == 0:
+            return True
         if due > window or not request_now(self.source.stamps(), self._t0 + tick * dt, due,
                                            self._t0, dt, executor.estimator.samples()):
             return False
