@@ -193,8 +193,12 @@ class Probe:
             time.sleep(0.05)
         return False
 
-    def tracking_lag(self, center, period_s: float, skip_s: float = 2.0) -> float:
-        """Seconds by which the measured TCP trails the policy's targets on the circle."""
+    def tracking_lag(self, center, skip_s: float = 2.0) -> float:
+        """Seconds by which the measured TCP trails the policy's targets on the circle: the
+        phase gap over the phase speed the targets actually have. The calibration run's
+        chunks disagree with their plan (no lead), so rtc's blending slows the circle (to
+        ~0.7 of its nominal speed here); dividing by the nominal speed underestimated the
+        lag by a third, and the "consistent" policy jumped back at every async boundary."""
         with self.lock:
             targets = np.array(self.targets)
             measured = np.array(self.measured)
@@ -206,8 +210,13 @@ class Probe:
         targets = targets[targets[:, 0] > targets[0, 0] + skip_s]
         order = np.argsort(measured[:, 0])
         measured_phase = np.interp(targets[:, 0], measured[order, 0], phase(measured[order]))
-        diff = np.angle(np.exp(1j * (phase(targets) - measured_phase)))
-        return float(np.median(diff) / (2 * math.pi / period_s))
+        target_phase = phase(targets)
+        diff = np.angle(np.exp(1j * (target_phase - measured_phase)))
+        speed = np.polyfit(targets[:, 0], target_phase, 1)[0]   # rad/s
+        if not abs(speed) > 1e-3:
+            raise RuntimeError(f'the targets did not move round the circle (phase speed '
+                               f'{speed:.3g} rad/s): cannot calibrate the lead')
+        return float(np.median(diff) / speed)
 
     def close(self) -> None:
         import rclpy
@@ -294,7 +303,7 @@ def main() -> int:
     try:
         if lead is None:
             run_policy('calibration', lagging, 'rtc', 0.0, args, work, probe)
-            lead = round(probe.tracking_lag(CENTER, PERIOD_S), 3)
+            lead = round(probe.tracking_lag(CENTER), 3)
             print(f'tracking lag of the simulated arm: {1e3 * lead:.0f} ms → policy lead_s',
                   flush=True)
         consistent = write_model(work / 'model', spec, function='circle', period_s=PERIOD_S,

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from bc_robot.core.actions import ActionLayout
-from bc_robot.core.chunking import (ExecutorConfig, ensemble_weights, make_executor,
-                                    rtc_soft_mask)
+from bc_robot.core.chunking import (ExecutorConfig, chunk_on_ticks, ensemble_weights,
+                                    make_executor, rtc_soft_mask)
 from bc_robot.core.delay import DelayEstimator, DelayEstimatorConfig
 
 DT = 0.05
@@ -157,6 +157,50 @@ def test_rtc_hands_the_committed_actions_and_the_soft_mask_to_the_model():
     assert np.allclose(weights, rtc_soft_mask(8, committed=3, overlap=4))
     assert weights[0] == weights[1] == weights[2] == 1.0 and 0 < weights[3] < 1
     assert weights[4] == 0.0
+
+
+def moving(stamp_ticks: float, length: int = 8) -> np.ndarray:
+    """A chunk of a motion of 0.01 m per tick (x = 0.01 × time in ticks), from an
+    observation stamped `stamp_ticks` periods after tick 0: its action i is for stamp + i."""
+    return np.array([action(0.01 * (stamp_ticks + i)) for i in range(length)])
+
+
+def test_a_chunk_is_evaluated_at_the_ticks_not_at_its_stamp():
+    on_ticks = chunk_on_ticks(moving(3.25), 0.25, LAYOUT)
+    # tick 3 precedes the stamp and keeps action 0; tick 3 + i is chunk time i - 0.25
+    assert on_ticks[0, 0] == pytest.approx(0.0325)
+    assert np.allclose(on_ticks[1:, 0], 0.01 * np.arange(4, 11))
+    assert np.allclose(np.linalg.norm(on_ticks[:, 3:7], axis=1), 1.0)
+    assert np.array_equal(chunk_on_ticks(moving(3.0), 0.0, LAYOUT), moving(3.0))  # on a tick
+    with pytest.raises(ValueError, match='fraction'):
+        LAYOUT.interpolate(action(0), action(1), 1.5)
+
+
+@pytest.mark.parametrize('mode', ['async', 'rtc', 'ensemble'])
+def test_chunks_that_agree_join_without_a_step_whatever_their_stamps_phase(mode):
+    """Two chunks of one motion from stamps 0.4 and 0.6 of a period after their ticks:
+    rounding the stamps to ticks made the step at the boundary 0.8 or 1.2 of the typical."""
+    ex = executor(mode, length=8, horizon=3)
+    ex.deliver(moving(0.4), 0, 1, DT, fraction=0.4)
+    got = [ex.step(t)[0] for t in range(1, 5)]
+    ex.deliver(moving(3.6), 3, 5, DT, fraction=0.6)
+    got += [ex.step(t)[0] for t in range(5, 9)]
+    assert np.allclose(np.diff(got), 0.01)
+
+
+def test_sync_runs_its_chunk_as_it_came_whatever_the_stamp():
+    ex = executor('sync', length=4)
+    ex.deliver(moving(0.4, 4), 0, 2, 2 * DT, fraction=0.4)
+    assert [round(ex.step(t)[0], 6) for t in range(2, 6)] == [0.004, 0.014, 0.024, 0.034]
+
+
+def test_rtc_prefix_is_the_plan_at_the_policy_s_action_times():
+    ex = executor('rtc', length=8, horizon=3, accepts_prefix=True)
+    ex.deliver(moving(0.0), 0, 1, DT)            # plan: ticks 0..7, x = 0.01 × tick
+    prefix, weights = ex.prefix_for(4, 0.5)      # stamp half a period after tick 4
+    # the new chunk's action i is for tick 4.5 + i: the plan there, while it lasts (4.5..6.5)
+    assert np.allclose(prefix[:3, 0], [0.045, 0.055, 0.065])
+    assert np.all(prefix[3:] == 0) and np.all(weights[3:] == 0)
 
 
 def test_rtc_without_prefix_input_blends_over_the_overlap():

@@ -118,8 +118,9 @@ def test_first_chunk_is_aligned_to_its_observation_and_its_latency_recorded(setu
     assert wait_for(lambda: runner._result is not None, 5)
     clock.now += 2 * DT
     out = runner.tick(clock.now)
-    # observation at tick 0, now tick 2: index 2 of position p + (i + 1) * 0.01
-    assert out.new_chunk and out.action[0] == pytest.approx(0.5 + 3 * 0.01, abs=1e-6)
+    # observation 1 ms after tick 0 (0.02 of a period), now tick 2: chunk time 1.98 of
+    # position p + (i + 1) * 0.01, between its actions 1 and 2
+    assert out.new_chunk and out.action[0] == pytest.approx(0.5 + 2.98 * 0.01, abs=1e-6)
     assert out.latency_s == pytest.approx(2 * DT - 0.001, abs=1e-6)
     assert runner.recorder.values('skipped_actions') == [2]
 

@@ -115,5 +115,19 @@ class ActionLayout:
                 mean[3:7] /= norm
         return mean
 
+    def interpolate(self, earlier: np.ndarray, later: np.ndarray, fraction: float
+                    ) -> np.ndarray:
+        """Row-wise (1 − fraction)·earlier + fraction·later, for consecutive rows of a
+        validated chunk (quaternions already sign-aligned); quaternions renormalized, 6D
+        rotations left to Gram-Schmidt in to_target, as in `blend`."""
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f'interpolation fraction must be in [0, 1], got {fraction!r}')
+        mixed = (1.0 - fraction) * np.asarray(earlier, dtype=np.float64) \
+            + fraction * np.asarray(later, dtype=np.float64)
+        if self.uses_quaternion:
+            norms = np.linalg.norm(mixed[..., 3:7], axis=-1, keepdims=True)
+            mixed[..., 3:7] /= np.maximum(norms, 1e-9)
+        return mixed
+
     def position(self, action: np.ndarray) -> np.ndarray:
         return np.asarray(action, dtype=np.float64)[:3]

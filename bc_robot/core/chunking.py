@@ -96,6 +96,20 @@ def rtc_soft_mask(chunk_length: int, committed: int, overlap: int) -> np.ndarray
     return weights
 
 
+def chunk_on_ticks(chunk: np.ndarray, fraction: float, layout: ActionLayout) -> np.ndarray:
+    """A chunk's action i is for its observation stamp + i·dt, and the stamp falls between
+    ticks: `fraction` of a period after tick `start`. Tick start + i is then chunk time
+    i − fraction, between actions i − 1 and i. Tick `start` itself is at or before the stamp
+    (the chunk arrives later) and keeps action 0. Rounding the stamp to the nearest tick
+    instead put each chunk up to half a period early or late: steps of up to twice the
+    typical one between two chunks that agree."""
+    if fraction <= 0.0:
+        return chunk
+    out = chunk.copy()
+    out[1:] = layout.interpolate(chunk[:-1], chunk[1:], 1.0 - fraction)
+    return out
+
+
 class ChunkExecutor:
     """Common state of every executor. The runner calls, in each control tick, `deliver`
     for a chunk that arrived since the last tick, then `step`, then `wants_inference`."""
@@ -138,10 +152,12 @@ class ChunkExecutor:
         """The actions planned from `tick` on, [n, dim] (for /bc/policy/chunk)."""
         raise NotImplementedError
 
-    def prefix_for(self, start: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """(prefix, prefix_weights) to give a prefix-accepting policy for a chunk that will
-        start at tick `start` (None for a policy without a prefix input). Only `rtc`
-        conditions on the plan; the others give all-zero weights: an unconditioned chunk."""
+    def prefix_for(self, start: int, fraction: float = 0.0
+                   ) -> tuple[np.ndarray, np.ndarray] | None:
+        """(prefix, prefix_weights) to give a prefix-accepting policy for a chunk whose
+        observation stamp is `fraction` of a period after tick `start` (None for a policy
+        without a prefix input). Only `rtc` conditions on the plan; the others give
+        all-zero weights: an unconditioned chunk."""
         if not self.accepts_prefix:
             return None
         length = self.config.chunk_length
@@ -149,17 +165,22 @@ class ChunkExecutor:
                 np.zeros(length, dtype=np.float32))
 
     def deliver(self, chunk: np.ndarray, start: int, tick: int, delay_s: float | None,
-                turnaround_s: float | None = None) -> int:
-        """Accept a validated chunk [H, dim] whose index 0 is tick `start`, arriving before
-        tick `tick` is stepped; `delay_s` (observation stamp → available) and
-        `turnaround_s` (request → available) feed the estimators. Returns the chunk id."""
+                turnaround_s: float | None = None, fraction: float = 0.0) -> int:
+        """Accept a validated chunk [H, dim] whose observation stamp is `fraction` of a
+        period after tick `start`, arriving before tick `tick` is stepped; `delay_s`
+        (observation stamp → available) and `turnaround_s` (request → available) feed the
+        estimators. Returns the chunk id."""
         if delay_s is not None:
             self.estimator.add(delay_s)
         if turnaround_s is not None:
             self.turnaround.add(turnaround_s)
         self._chunk_ids += 1
-        self._accept(np.asarray(chunk, dtype=np.float64), int(start), int(tick), self._chunk_ids)
+        chunk = self._on_ticks(np.asarray(chunk, dtype=np.float64), float(fraction))
+        self._accept(chunk, int(start), int(tick), self._chunk_ids)
         return self._chunk_ids
+
+    def _on_ticks(self, chunk: np.ndarray, fraction: float) -> np.ndarray:
+        return chunk_on_ticks(chunk, fraction, self.layout)
 
     def _accept(self, chunk: np.ndarray, start: int, tick: int, chunk_id: int) -> None:
         raise NotImplementedError
@@ -192,6 +213,9 @@ class SyncExecutor(ChunkExecutor):
 
     def planned(self, tick: int) -> np.ndarray:
         return np.array([a for _, a in self._queue]).reshape(-1, self.layout.dim)
+
+    def _on_ticks(self, chunk: np.ndarray, fraction: float) -> np.ndarray:
+        return chunk  # the naive loop runs the chunk as it came
 
     def _accept(self, chunk: np.ndarray, start: int, tick: int, chunk_id: int) -> None:
         # The naive loop: every action of the chunk, from index 0, whatever time it is.
@@ -275,7 +299,8 @@ class RtcExecutor(AsyncExecutor):
             return 0
         return max(0, min(self.config.chunk_length, self._start + self._plan.shape[0] - start))
 
-    def prefix_for(self, start: int) -> tuple[np.ndarray, np.ndarray] | None:
+    def prefix_for(self, start: int, fraction: float = 0.0
+                   ) -> tuple[np.ndarray, np.ndarray] | None:
         if not self.accepts_prefix:
             return None
         length = self.config.chunk_length
@@ -283,7 +308,12 @@ class RtcExecutor(AsyncExecutor):
         overlap = self._overlap(start)
         if overlap:
             offset = start - self._start
-            prefix[:overlap] = self._plan[offset:offset + overlap]
+            plan = self._plan[offset:offset + overlap]
+            if fraction > 0.0:
+                # the policy's action i is for stamp + i·dt: between plan ticks i and i + 1
+                overlap -= 1
+                plan = self.layout.interpolate(plan[:-1], plan[1:], fraction)
+            prefix[:overlap] = plan
         # The chunk is first used on the tick after it arrives: one more action committed
         # than the delay alone (stamps fall anywhere within a tick).
         committed = self.estimator.estimate_steps(self.dt) + 1
@@ -497,8 +527,11 @@ class ChunkRunner:
         self._last_tick = tick
         return tick
 
-    def _stamp_tick(self, stamp: float) -> int:
-        return int(round((stamp - self._t0) / self.config.dt))
+    def _stamp_position(self, stamp: float) -> tuple[int, float]:
+        """(last tick at or before `stamp`, fraction of a period from it to the stamp)."""
+        exact = (stamp - self._t0) / self.config.dt
+        start = math.floor(exact + 1e-9)
+        return start, min(max(exact - start, 0.0), 1.0 - 1e-9)
 
     def tick(self, now: float, wall: float | None = None, want_plan: bool = True) -> TickOutput:
         """One control tick at clock time `now` (the clock stamps are in); `wall`, a
@@ -579,9 +612,9 @@ class ChunkRunner:
         if result.generation != self._generation:
             self.counters['discarded_chunks'] += 1
             return
-        start = self._stamp_tick(result.stamp)
+        start, fraction = self._stamp_position(result.stamp)
         chunk_id = self.executor.deliver(result.chunk, start, tick, result.delay_s,
-                                         result.turnaround_s)
+                                         result.turnaround_s, fraction)
         self._chunk_stamps = {k: v for k, v in self._chunk_stamps.items() if k > chunk_id - 64}
         self._chunk_stamps[chunk_id] = result.stamp
         self.counters['chunks'] += 1
@@ -674,7 +707,7 @@ class ChunkRunner:
         with self._lock:
             if generation != self._generation:
                 return
-            prefix = self.executor.prefix_for(self._stamp_tick(stamp))
+            prefix = self.executor.prefix_for(*self._stamp_position(stamp))
         feed = dict(inputs)
         if prefix is not None:
             feed[PREFIX_INPUT], feed[PREFIX_WEIGHTS_INPUT] = prefix
