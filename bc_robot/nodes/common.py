@@ -190,8 +190,21 @@ class DiagnosticsPublisher:
         self._publisher.publish(msg)
 
 
-def _raise_stop(signum, _frame) -> None:
-    raise KeyboardInterrupt(f'signal {signum}')
+class _StopSignal:
+    """SIGINT/SIGTERM handler: once the node spins, a flag the spin loop checks between
+    steps (each returns within SIGNAL_POLL_S). Raising from the handler there could land
+    inside rclpy's C++ message conversion, which turns the exception into a RuntimeError
+    ('Unable to convert call argument') and the node died with a traceback and no exit
+    dump. While the node is still being built it raises, so a slow start can be stopped."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.spinning = False
+
+    def __call__(self, signum, _frame) -> None:
+        self.requested = True
+        if not self.spinning:
+            raise KeyboardInterrupt(f'signal {signum}')
 
 
 def make_executor(node: Node, num_threads: int | None = None) -> Executor:
@@ -251,8 +264,9 @@ def run(node_factory: Callable[[], Node], args: list[str] | None = None,
     # main thread instead lets close() run while the context is still valid.
     rclpy.init(args=args if args is not None else sys.argv,
                signal_handler_options=SignalHandlerOptions.NO)
-    signal.signal(signal.SIGINT, _raise_stop)
-    signal.signal(signal.SIGTERM, _raise_stop)
+    stop = _StopSignal()
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     logger = logging.getLogger('bc_robot')
     node = None
     executor = None
@@ -263,7 +277,8 @@ def run(node_factory: Callable[[], Node], args: list[str] | None = None,
         executor.add_node(node)
         # Steps with a timeout, not spin(): the main thread must come back to Python
         # regularly, or a SIGINT/SIGTERM waits until some callback happens to fire.
-        while rclpy.ok():
+        stop.spinning = True
+        while rclpy.ok() and not stop.requested:
             spin_step(node, executor, SIGNAL_POLL_S)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
