@@ -260,8 +260,8 @@ def run(node_factory: Callable[[], Node], args: list[str] | None = None,
     rclpy needs (executor stopped before rclpy.shutdown). Returns the process exit code:
     0 on a requested stop, 2 when the node refused to start (bad parameter or input)."""
     # Our own SIGINT/SIGTERM handling: rclpy's handler invalidates the context first, so
-    # timers still firing during shutdown would publish on a dead context. Raising in the
-    # main thread instead lets close() run while the context is still valid.
+    # timers still firing during shutdown would publish on a dead context. Ending the spin
+    # loop instead (_StopSignal) lets close() run while the context is still valid.
     rclpy.init(args=args if args is not None else sys.argv,
                signal_handler_options=SignalHandlerOptions.NO)
     stop = _StopSignal()
