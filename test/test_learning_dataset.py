@@ -242,6 +242,9 @@ def test_split_stats_and_batches(tmp_path):
     np.testing.assert_allclose(relative['action'].mean[:3], expected.mean(0), atol=1e-6)
     np.testing.assert_allclose(relative['action'].mean[3:], stats['action'].mean[3:], atol=1e-9)
     assert max(relative['action'].std[:3]) < max(stats['action'].std[:3])
+    planar = compute_stats(train, anchor, (1.0, 1.0, 0.0))  # relative_position: xy
+    np.testing.assert_allclose(planar['action'].mean[:2], expected.mean(0)[:2], atol=1e-6)
+    np.testing.assert_allclose(planar['action'].mean[2:], stats['action'].mean[2:], atol=1e-9)
     dataset = ChunkDataset(train, ['front'])
     batch = dataset.batch(np.array([0, 5, len(dataset) - 1]))
     assert batch.images['front'].shape == (3, 2, 24, 32, 3)
@@ -267,8 +270,12 @@ def test_config_errors_name_the_key_and_value(tmp_path):
         load_config(None, {'data.state_keys': ['elbow']})
     with pytest.raises(ValueError, match=r"relative_position needs ee_position .*'gripper'"):
         load_config(None, {'model.relative_position': True, 'data.state_keys': ['gripper']})
-    with pytest.raises(ValueError, match="relative_position must be true or false, got 'yes'"):
+    with pytest.raises(ValueError, match="relative_position must be true, false or distinct "
+                                         "axes from 'xyz' .*, got 'yes'"):
         load_config(None, {'model.relative_position': 'yes'})
+    with pytest.raises(ValueError, match="got 'xx'"):
+        load_config(None, {'model.relative_position': 'xx'})
+    assert load_config(None, {'model.relative_position': 'yx'}).model.relative_axes == (0, 1)
     with pytest.raises(ValueError, match=r'train.state_noise = -0.5 must be a number in \[0, 10\]'):
         load_config(None, {'train.state_noise': -0.5})
     with pytest.raises(ValueError, match="data.end_at_success = 'yes' must be true or false"):

@@ -28,7 +28,7 @@ def _stats() -> dict[str, NormStats]:
     return {'action': stats, 'state': state}
 
 
-def _policy(head: str, options: dict | None = None, relative: bool = False,
+def _policy(head: str, options: dict | None = None, relative: bool | str = False,
             dropout: float = 0.0) -> BCPolicy:
     torch.manual_seed(0)
     arch = PolicyArch(head=head, cameras=CAMERAS, state_keys=STATE_KEYS, history=2,
@@ -97,13 +97,14 @@ def test_training_regularisers_act_in_training_only_and_stay_out_of_the_graph(re
     assert result.max_error <= 1e-3
 
 
-@pytest.mark.parametrize('head', ['mse', 'flow'])
-def test_relative_position_is_added_back_inside_the_graph(head, tmp_path):
+@pytest.mark.parametrize('head, relative', [('mse', True), ('flow', True), ('flow', 'xy')])
+def test_relative_position_is_added_back_inside_the_graph(head, relative, tmp_path):
     """model.relative_position: the graph still outputs absolute targets, anchored on the
-    latest measured TCP position. A head whose output layer is zeroed predicts the mean
-    offset (flow integrates a zero velocity from zero noise), so the exported positions must
-    be that offset plus the state's ee_position."""
-    policy = _policy(head, relative=True)
+    latest measured TCP position on the relative axes. A head whose output layer is zeroed
+    predicts the mean offset (flow integrates a zero velocity from zero noise), so the
+    exported positions must be that offset plus the state's ee_position there, the mean
+    alone on an absolute axis."""
+    policy = _policy(head, relative=relative)
     last = [m for m in policy.head.modules() if isinstance(m, torch.nn.Linear)][-1]
     torch.nn.init.zeros_(last.weight)
     torch.nn.init.zeros_(last.bias)
@@ -117,7 +118,9 @@ def test_relative_position_is_added_back_inside_the_graph(head, tmp_path):
     feed = {k: (v[None] if k in observation else v) for k, v in feed.items() if k in names}
     chunk = session.run(None, feed)[0][0]
     mean = np.asarray(_stats()['action'].mean, np.float32)
-    anchored = mean[:3] + observation['state'][-1, :3]
+    axes = [0, 1, 2] if relative is True else [0, 1]
+    anchored = mean[:3].copy()
+    anchored[axes] += observation['state'][-1, axes]
     np.testing.assert_allclose(chunk[:, :3], np.broadcast_to(anchored, (4, 3)), atol=1e-5)
     np.testing.assert_allclose(chunk[:, 3:], np.broadcast_to(mean[3:], (4, 7)), atol=1e-5)
 

@@ -81,6 +81,12 @@ def test_train_resume_export_and_init(episodes, tmp_path, capsys):
     after = fine['model']['encoder.cameras.front.stem.0.weight']
     assert torch.allclose(before, after, atol=0.05) and not torch.equal(before, after)
     assert fine['stats'] == resumed['stats']  # the earlier policy's normalization is kept
+    # ... but only in the same units: absolute positions cannot fine-tune into relative ones.
+    code = main(['train', str(episodes / 'ep*'), '--head', 'flow', '--out',
+                 str(tmp_path / 'mixed'), '--steps', '2', '--init', str(run),
+                 '--set', 'model.relative_position=xy', *TINY])
+    assert code == 2
+    assert 'model.relative_position is False there and xy here' in capsys.readouterr().err
 
     # `bc-robot export` of a run folder, with a sampler setting.
     code = main(['export', str(tmp_path / 'fine'), '--out', str(tmp_path / 'flow_model'),

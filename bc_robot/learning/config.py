@@ -20,6 +20,7 @@ from bc_robot.core.spec import ACTION_DIMS, HEAD_TYPES, STATE_KEY_DIMS, CameraSp
 TRAINABLE_HEADS = tuple(h for h in HEAD_TYPES if h != 'test')
 ARM_JOINTS = tuple(f'joint{i}' for i in range(1, 8))
 FINGER_JOINTS = ('finger_joint1', 'finger_joint2')
+POSITION_AXES = 'xyz'
 
 
 def _require(condition: bool, message: str) -> None:
@@ -167,7 +168,9 @@ class ModelConfig:
     # Predict positions relative to the latest measured ee_position (added back inside the
     # graph, so the artifact still outputs absolute targets): "move 3 cm toward the cube"
     # is the same function wherever the arm starts, which generalizes from few demos.
-    relative_position: bool = False
+    # true = every axis, or the axes to make relative ('xy': a table-top task's heights stay
+    # absolute, so a small bias in predicted height cannot accumulate chunk after chunk).
+    relative_position: bool | str = False
     head_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -182,11 +185,22 @@ class ModelConfig:
                                         f'of 4 (attention heads)')
         _number('model.state_hidden', self.state_hidden, 4, 2048, integer=True)
         _number('model.dropout', self.dropout, 0.0, 0.9)
-        _require(isinstance(self.relative_position, bool),
-                 f'model.relative_position must be true or false, got '
-                 f'{self.relative_position!r}')
+        axes = self.relative_position
+        _require(isinstance(axes, bool) or (
+            isinstance(axes, str) and axes != '' and set(axes) <= set(POSITION_AXES)
+            and len(set(axes)) == len(axes)),
+            f'model.relative_position must be true, false or distinct axes from '
+            f'{POSITION_AXES!r} (e.g. xy), got {axes!r}')
         _require(isinstance(self.head_options, dict),
                  f'model.head_options must be a mapping, got {self.head_options!r}')
+
+    @property
+    def relative_axes(self) -> tuple[int, ...]:
+        """Indices (0 = x) of the position axes predicted relative to the measured TCP."""
+        axes = self.relative_position
+        if isinstance(axes, bool):
+            return (0, 1, 2) if axes else ()
+        return tuple(i for i, name in enumerate(POSITION_AXES) if name in axes)
 
 
 @dataclass(frozen=True)
@@ -251,7 +265,7 @@ class TrainConfig:
         _require(self.head in TRAINABLE_HEADS,
                  f'head {self.head!r} is not one of {", ".join(TRAINABLE_HEADS)}')
         _number('seed', self.seed, 0, 2**31 - 1, integer=True)
-        _require(not self.model.relative_position or 'ee_position' in self.data.state_keys,
+        _require(not self.model.relative_axes or 'ee_position' in self.data.state_keys,
                  f'model.relative_position needs ee_position in data.state_keys, got '
                  f'{list(self.data.state_keys)}')
 

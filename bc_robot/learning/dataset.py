@@ -51,22 +51,24 @@ def vector_stats(rows: np.ndarray, name: str) -> NormStats:
                      high=tuple(high))
 
 
-def relative_actions(episode: EpisodeArrays, ee_position: slice) -> np.ndarray:
+def relative_actions(episode: EpisodeArrays, ee_position: slice,
+                     mask: Sequence[float] = (1.0, 1.0, 1.0)) -> np.ndarray:
     """The episode's label chunks with each position made relative to the ee_position of
-    the sample's latest observation (what `model.relative_position` predicts)."""
+    the sample's latest observation on the axes where `mask` is 1 (what
+    `model.relative_position` predicts)."""
     actions = episode.actions.astype(np.float64)
-    anchor = episode.state[episode.history[:, -1], ee_position]
+    anchor = episode.state[episode.history[:, -1], ee_position] * np.asarray(mask)
     actions[:, :, :3] -= anchor[:, None, :]
     return actions
 
 
-def compute_stats(episodes: Sequence[EpisodeArrays], ee_position: slice | None = None
-                  ) -> dict[str, NormStats]:
+def compute_stats(episodes: Sequence[EpisodeArrays], ee_position: slice | None = None,
+                  mask: Sequence[float] = (1.0, 1.0, 1.0)) -> dict[str, NormStats]:
     """'state' and 'action' statistics over the (training) episodes: every observation's
-    state, every valid label of every chunk (relative to the latest measured position when
-    `ee_position`, its slice of the state vector, is given)."""
+    state, every valid label of every chunk (relative to the latest measured position on
+    the `mask` axes when `ee_position`, its slice of the state vector, is given)."""
     actions = np.concatenate([
-        (e.actions if ee_position is None else relative_actions(e, ee_position))[e.valid]
+        (e.actions if ee_position is None else relative_actions(e, ee_position, mask))[e.valid]
         for e in episodes])
     stats = {'action': vector_stats(actions, 'action')}
     if episodes and episodes[0].state.shape[1] > 0:

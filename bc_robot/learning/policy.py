@@ -45,8 +45,14 @@ class PolicyArch:
     @property
     def relative_anchor(self) -> slice | None:
         """The state slice positions are predicted relative to (None: absolute)."""
-        return state_slice(self.state_keys, 'ee_position') if self.model.relative_position \
+        return state_slice(self.state_keys, 'ee_position') if self.model.relative_axes \
             else None
+
+    @property
+    def relative_mask(self) -> tuple[float, float, float]:
+        """Per position axis: 1 where it is predicted relative to the anchor, 0 where
+        absolute."""
+        return tuple(float(i in self.model.relative_axes) for i in range(3))
 
     @classmethod
     def from_config(cls, config: TrainConfig) -> PolicyArch:
@@ -161,10 +167,11 @@ class BCPolicy(nn.Module):
 
     def _anchor(self, state: torch.Tensor | None, actions: torch.Tensor) -> torch.Tensor | float:
         """What to add to a predicted chunk: the latest measured ee_position on the position
-        dims with `model.relative_position`, else nothing."""
+        axes `model.relative_position` makes relative, else nothing."""
         if self.anchor is None or state is None:
             return 0.0
-        position = state[:, -1, self.anchor]
+        position = state[:, -1, self.anchor] * torch.tensor(
+            self.arch.relative_mask, dtype=state.dtype, device=state.device)
         rest = torch.zeros(position.shape[0], actions.shape[-1] - 3, dtype=actions.dtype,
                            device=actions.device)
         return torch.cat([position.to(actions.dtype), rest], -1)[:, None, :]

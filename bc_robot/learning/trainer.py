@@ -259,7 +259,7 @@ def train(config: TrainConfig, episodes: list[EpisodeArrays], run_dir: str | Pat
         val_eps = []
     val_set = ChunkDataset(val_eps, cams) if val_eps else None
     arch = PolicyArch.from_config(config)
-    stats = compute_stats(train_eps, arch.relative_anchor)
+    stats = compute_stats(train_eps, arch.relative_anchor, arch.relative_mask)
 
     resume_data = load_checkpoint(ckpt_dir / 'last.pt') if resume else None
     if resume_data is not None:
@@ -268,9 +268,10 @@ def train(config: TrainConfig, episodes: list[EpisodeArrays], run_dir: str | Pat
     if init_data is not None:
         # Fine-tuning keeps the earlier policy's normalization: its weights mean something
         # only in those units (which is why absolute and relative positions cannot mix).
-        earlier = PolicyArch.from_json(json.loads(init_data['arch'])).model.relative_position
-        if earlier != config.model.relative_position:
-            raise ValueError(f'--init {init}: model.relative_position is {earlier} there and '
+        earlier = PolicyArch.from_json(json.loads(init_data['arch'])).model
+        if earlier.relative_axes != config.model.relative_axes:
+            raise ValueError(f'--init {init}: model.relative_position is '
+                             f'{earlier.relative_position} there and '
                              f'{config.model.relative_position} here; fine-tune with the same')
         stats = stats_from_json(init_data['stats'])
     policy = BCPolicy(arch, stats)
