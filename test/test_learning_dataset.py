@@ -93,6 +93,11 @@ def test_end_at_success_drops_what_follows_the_first_success(tmp_path):
     # After the end the chunk holds the last command before it (no lift-off to learn).
     last = ended.actions[-1]
     np.testing.assert_array_equal(last[1:], np.repeat(last[:1], 7, 0))
+    # 'best': on to where the distance stops shrinking (the TCP arrives at 1.4 s; the task
+    # state at 1.3 s is still millimetres away).
+    best = convert_episode(path, replace(CONFIG, end_at_success='best'))
+    assert 1.3 < best.times[-1] <= 1.4 + 1e-6
+    assert len(best) == np.sum(whole.times <= 1.4 + 1e-6)
     # Without a task state the episode is kept whole.
     bare = write_episode(tmp_path / 'bare', SyntheticEpisode(
         goal=GOAL, duration_s=2.0, cameras=('front',), drop_topics=('/sim/task_state',)))
@@ -278,7 +283,8 @@ def test_config_errors_name_the_key_and_value(tmp_path):
     assert load_config(None, {'model.relative_position': 'yx'}).model.relative_axes == (0, 1)
     with pytest.raises(ValueError, match=r'train.state_noise = -0.5 must be a number in \[0, 10\]'):
         load_config(None, {'train.state_noise': -0.5})
-    with pytest.raises(ValueError, match="data.end_at_success = 'yes' must be true or false"):
+    with pytest.raises(ValueError, match="data.end_at_success = 'yes' must be true, false or "
+                                         "best"):
         load_config(None, {'data.end_at_success': 'yes'})
     assert parse_override('train.steps=20') == ('train.steps', 20)
     config = load_config(None, {'data.cameras': [{'name': 'wrist', 'height': 32, 'width': 32}]})

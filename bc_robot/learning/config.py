@@ -63,8 +63,10 @@ class DataConfig:
     task_state_topic: str = '/sim/task_state'
     # End each episode where task_state_topic first reports success: what the human does
     # afterwards (lifting clear, pressing stop) is not the task, and learning it teaches the
-    # policy to lift off early. Episodes without that topic are kept whole.
-    end_at_success: bool = False
+    # policy to lift off early. 'best': where the task distance after success comes within
+    # 1 mm of its smallest value instead (the human finished the task to their own
+    # precision, then left). Episodes without that topic are kept whole.
+    end_at_success: bool | str = False
     # 'header': header stamps (sim time) where messages carry one, the recorder's log time
     # mapped onto that clock otherwise; 'log': the recorder's log time everywhere.
     time_source: str = 'header'
@@ -110,8 +112,8 @@ class DataConfig:
         _number('data.finger_open_m', self.finger_open_m, 1e-4, 1.0)
         _number('data.min_camera_rate_hz', self.min_camera_rate_hz, 0.1, 1000.0)
         _number('data.max_skew_s', self.max_skew_s, 0.0, 1.0)
-        _require(isinstance(self.end_at_success, bool),
-                 f'data.end_at_success = {self.end_at_success!r} must be true or false')
+        _require(isinstance(self.end_at_success, bool) or self.end_at_success == 'best',
+                 f'data.end_at_success = {self.end_at_success!r} must be true, false or best')
         _require(isinstance(self.skip_failed_demos, bool),
                  f'data.skip_failed_demos = {self.skip_failed_demos!r} must be true or false')
         object.__setattr__(self, 'human_target_topics', tuple(self.human_target_topics))

@@ -51,6 +51,9 @@ from bc_robot.recording.reader import (BagMessage, Episode, TopicMessages, read_
 LOG = logging.getLogger(__name__)
 
 DEMO_KINDS = ('demo', 'demonstration', 'teleop', 'expert')
+# end_at_success: best — the task counts as finished once its distance is this close to the
+# smallest it got (the cube settles; sensor noise stays below it).
+BEST_DISTANCE_TOLERANCE_M = 0.001
 
 
 @dataclass
@@ -355,7 +358,8 @@ def convert_episode(path: str | Path, config: DataConfig,
     streams = [c for c in (human, executed) if c is not None]
     first_command = min(float(c.times[0]) for c in streams)
     last_command = max(float(c.times[-1]) for c in streams)
-    success_time = _success_time(task_states) if config.end_at_success else None
+    success_time = _success_time(task_states, config.end_at_success == 'best') \
+        if config.end_at_success else None
     if success_time is not None and first_command < success_time < last_command:
         last_command = success_time  # later frames count as outside_commands
 
@@ -462,10 +466,20 @@ def _task_states(episode: Episode, clock: _Clock, config: DataConfig
     return states
 
 
-def _success_time(states: list[tuple[float, Any, Any]]) -> float | None:
-    """When the task state first said success (None: no task state, or never)."""
-    return next((t for t, payload, _ in states
-                 if isinstance(payload, dict) and payload.get('success') is True), None)
+def _success_time(states: list[tuple[float, Any, Any]], best: bool = False) -> float | None:
+    """When the task state first said success (None: no task state, or never); with `best`,
+    when its distance after that first came within BEST_DISTANCE_TOLERANCE_M of its minimum
+    (states without a distance: the first success)."""
+    first = next((t for t, payload, _ in states
+                  if isinstance(payload, dict) and payload.get('success') is True), None)
+    if first is None or not best:
+        return first
+    after = [(t, float(payload['distance'])) for t, payload, _ in states if t >= first
+             and isinstance(payload, dict) and isinstance(payload.get('distance'), (int, float))]
+    if not after:
+        return first
+    smallest = min(d for _, d in after)
+    return next(t for t, d in after if d <= smallest + BEST_DISTANCE_TOLERANCE_M)
 
 
 def _sim_objects(states: list[tuple[float, Any, Any]], topic: str, where: str

@@ -189,7 +189,9 @@ def write_episode(path: str | Path, settings: SyntheticEpisode | None = None) ->
                 msg = pose_msg(t, target + np.array([0.0, s.label_offset, 0.0]))
             elif topic == '/sim/task_state':
                 state = {'task': 'synthetic', 'time': t, 'tcp': p.tolist(), 'goal': list(s.goal),
-                         'success': s.success_at_s is not None and t >= s.success_at_s}
+                         'success': s.success_at_s is not None and t >= s.success_at_s,
+                         'distance': float(np.linalg.norm(p - tcp_path(s.goal, np.array(
+                             [s.duration_s]), s.duration_s)[0]))}
                 if s.cube is not None:
                     state['cube'] = list(s.cube)
                 msg = T['std_msgs/msg/String'](data=json.dumps(state))
