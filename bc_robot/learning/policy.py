@@ -144,6 +144,8 @@ class BCPolicy(nn.Module):
         self.register_buffer('state_mean', _stats_tensor(stats.get('state'), 'mean', s, 0.0))
         self.register_buffer('state_std', _stats_tensor(stats.get('state'), 'std', s, 1.0))
         self.anchor = arch.relative_anchor
+        # built once (not per forward); not persistent: it follows from the arch
+        self.register_buffer('anchor_mask', torch.tensor(arch.relative_mask), persistent=False)
         self.encoder = ObsEncoder(arch)
         head_cls = HEADS[arch.head]
         options = dict(arch.model.head_options)
@@ -170,8 +172,7 @@ class BCPolicy(nn.Module):
         axes `model.relative_position` makes relative, else nothing."""
         if self.anchor is None or state is None:
             return 0.0
-        position = state[:, -1, self.anchor] * torch.tensor(
-            self.arch.relative_mask, dtype=state.dtype, device=state.device)
+        position = state[:, -1, self.anchor] * self.anchor_mask.to(state.dtype)
         rest = torch.zeros(position.shape[0], actions.shape[-1] - 3, dtype=actions.dtype,
                            device=actions.device)
         return torch.cat([position.to(actions.dtype), rest], -1)[:, None, :]

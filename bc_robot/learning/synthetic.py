@@ -145,6 +145,7 @@ def write_episode(path: str | Path, settings: SyntheticEpisode | None = None) ->
     def gripper_value(t: float) -> float:
         return 1.0 if t < 0.6 * s.duration_s else 0.0
 
+    arrival = tcp_path(s.goal, np.array([s.duration_s]), s.duration_s)[0]  # task distance 0
     events: list[tuple[float, str, object]] = []  # (sim time, topic, message)
     topics = [*(f'/camera/{c}/image_raw' for c in s.cameras), '/joint_states', '/current_pose',
               '/target_pose', '/gripper/target', '/bc/teleop/target', '/bc/teleop/label',
@@ -190,8 +191,7 @@ def write_episode(path: str | Path, settings: SyntheticEpisode | None = None) ->
             elif topic == '/sim/task_state':
                 state = {'task': 'synthetic', 'time': t, 'tcp': p.tolist(), 'goal': list(s.goal),
                          'success': s.success_at_s is not None and t >= s.success_at_s,
-                         'distance': float(np.linalg.norm(p - tcp_path(s.goal, np.array(
-                             [s.duration_s]), s.duration_s)[0]))}
+                         'distance': float(np.linalg.norm(p - arrival))}
                 if s.cube is not None:
                     state['cube'] = list(s.cube)
                 msg = T['std_msgs/msg/String'](data=json.dumps(state))
