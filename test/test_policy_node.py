@@ -6,6 +6,7 @@ import json
 import threading
 import time
 
+import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
@@ -16,7 +17,8 @@ from std_msgs.msg import Bool, Float64
 
 from bc_robot.core.state import state_labels
 from bc_robot.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
-from bc_robot.runtime.testing_models import make_spec, write_model
+from bc_robot.core.pose import quat_angle, quat_multiply, rotvec_to_quat
+from bc_robot.runtime.testing_models import DOWN, affine_function, make_spec, write_model
 from conftest import wait_for
 
 
@@ -120,6 +122,41 @@ def test_takeover_stops_publishing_and_release_infers_afresh(probe, model):
             after = [m.pose.position.x for t, m in rig.targets if t > released]
         # first target after release comes from an observation taken after it (x = 0.6)
         assert after and all(x > 0.6 for x in after), after
+    finally:
+        close(probe, rig)
+
+
+def pointing_down(yaw_deg: float) -> np.ndarray:
+    return quat_multiply(rotvec_to_quat(np.array([0, 0, np.radians(yaw_deg)])), DOWN)
+
+
+def test_axial_targets_take_the_half_turn_nearest_the_measured_pose(probe, tmp_path):
+    """An axial policy names its yaw only up to half a turn (170° = -10°): the node commands
+    whichever is nearer the arm's measured orientation, never a needless half turn."""
+    spec = make_spec(chunk_length=8, action_representation='ee_pose_axial_gripper')
+    weights, bias = affine_function(spec, orientation=pointing_down(170.0))
+    model = write_model(tmp_path / 'axial', spec, function='affine', weights=weights, bias=bias)
+    rig = Rig(probe, model, executor='async')
+    pub_pose = probe.node.create_publisher(PoseStamped, '/current_pose', SENSOR_QOS)
+
+    def newest_target_is(yaw_deg):
+        with rig.lock:
+            if not rig.targets:
+                return False
+            o = rig.targets[-1][1].pose.orientation
+        return quat_angle(np.array([o.x, o.y, o.z, o.w]), pointing_down(yaw_deg)) < 1e-3
+
+    def measured(yaw_deg):
+        msg = PoseStamped()
+        msg.header.frame_id = 'base'
+        (msg.pose.orientation.x, msg.pose.orientation.y, msg.pose.orientation.z,
+         msg.pose.orientation.w) = pointing_down(yaw_deg).tolist()
+        return msg
+    try:
+        assert wait_for(lambda: newest_target_is(-10.0), 20)   # nothing measured yet
+        for arm, target in ((150.0, 170.0), (-60.0, -10.0), (120.0, 170.0)):
+            assert wait_for(lambda: (pub_pose.publish(measured(arm)) or
+                                     newest_target_is(target)), 10), (arm, target)
     finally:
         close(probe, rig)
 

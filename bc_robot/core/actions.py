@@ -5,6 +5,10 @@ overlap blending) before they become a target. Both steps live here so that aver
 quaternions (sign-aligned, renormalized) and 6D rotations (Gram-Schmidt after the mean)
 is done the same way everywhere, and so a NaN or a degenerate rotation is refused with a
 message naming the action instead of reaching the controller.
+
+The axial layout (`ee_pose_axial_gripper`) does not tell a rotation from the same one turned
+half a turn about the tool axis; `to_target` picks between the two with the `reference`
+orientation (the measured TCP), so the arm never turns half a turn for a symmetric tool.
 """
 from __future__ import annotations
 
@@ -12,9 +16,9 @@ from typing import Sequence
 
 import numpy as np
 
-from bc_robot.core.pose import (Pose, is_finite, quat_canonical, quat_normalize,
-                                quat_to_rot6d, rot6d_to_quat)
-from bc_robot.core.spec import ACTION_DIMS
+from bc_robot.core.pose import (Pose, axial_to_quat, is_finite, quat_canonical,
+                                quat_normalize, quat_to_axial, quat_to_rot6d, rot6d_to_quat)
+from bc_robot.core.spec import ACTION_DIMS, AXIAL_ACTIONS, QUATERNION_ACTIONS
 
 # A policy that predicts a gripper opening slightly outside [0, 1] (regression overshoot)
 # is clipped; one further out than this is a fault, not overshoot.
@@ -22,8 +26,8 @@ GRIPPER_TOLERANCE = 0.25
 
 
 class ActionLayout:
-    """The layout of one action vector: position (3), rotation (4 quaternion x,y,z,w or
-    6D), gripper opening (1)."""
+    """The layout of one action vector: position (3), rotation (4 quaternion x,y,z,w, 6D,
+    or 9 axial: z axis and x xᵀ), gripper opening (1)."""
 
     def __init__(self, representation: str) -> None:
         if representation not in ACTION_DIMS:
@@ -31,11 +35,16 @@ class ActionLayout:
                              f'{", ".join(ACTION_DIMS)}')
         self.representation = representation
         self.dim = ACTION_DIMS[representation]
-        self.uses_quaternion = representation == 'ee_pose_quat_gripper'
-        self.rotation = slice(3, 7) if self.uses_quaternion else slice(3, 9)
+        self.uses_quaternion = representation == QUATERNION_ACTIONS
+        self.uses_axial = representation == AXIAL_ACTIONS
+        self.rotation = slice(3, self.dim - 1)
 
-    def to_target(self, action: np.ndarray) -> tuple[Pose, float]:
+    def to_target(self, action: np.ndarray, reference: np.ndarray | None = None
+                  ) -> tuple[Pose, float]:
         """One action vector → (Pose in the base frame, gripper opening clipped to [0, 1]).
+        `reference` (quaternion x, y, z, w) resolves the axial layout's half-turn: the
+        orientation nearer it is taken (nearer pointing down, x along base +x, when None);
+        other layouts ignore it.
         Raises ValueError naming the problem for a wrong size, a non-finite value, an
         invalid rotation or a gripper value far outside [0, 1]."""
         vector = np.asarray(action, dtype=np.float64).reshape(-1)
@@ -53,6 +62,8 @@ class ActionLayout:
                 raise ValueError(f'action quaternion {rotation.tolist()} has norm {norm:.4g}, '
                                  f'not a rotation')
             quaternion = quat_canonical(rotation / norm)
+        elif self.uses_axial:
+            quaternion = axial_to_quat(rotation, reference)
         else:
             quaternion = rot6d_to_quat(rotation)
         gripper = float(vector[-1])
@@ -64,7 +75,8 @@ class ActionLayout:
     def from_target(self, pose: Pose, gripper: float) -> np.ndarray:
         """(Pose, gripper) → action vector (float64)."""
         q = quat_canonical(quat_normalize(pose.orientation))
-        rotation = q if self.uses_quaternion else quat_to_rot6d(q)
+        rotation = (q if self.uses_quaternion else
+                    quat_to_axial(q) if self.uses_axial else quat_to_rot6d(q))
         return np.concatenate([pose.position, rotation, [float(gripper)]])
 
     def validate_chunk(self, chunk: np.ndarray, expected_length: int | None = None
@@ -96,7 +108,7 @@ class ActionLayout:
     def blend(self, actions: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
         """Weighted mean of action vectors (weights need not sum to 1). Quaternions are
         sign-aligned to the first one before averaging; the result is a valid action
-        (quaternion renormalized, 6D left to Gram-Schmidt in to_target)."""
+        (quaternion renormalized, 6D and axial left to to_target's orthogonalization)."""
         stacked = np.asarray(actions, dtype=np.float64).reshape(-1, self.dim)
         w = np.asarray(weights, dtype=np.float64).reshape(-1)
         if w.shape[0] != stacked.shape[0]:
@@ -119,7 +131,7 @@ class ActionLayout:
                     ) -> np.ndarray:
         """Row-wise (1 − fraction)·earlier + fraction·later, for consecutive rows of a
         validated chunk (quaternions already sign-aligned); quaternions renormalized, 6D
-        rotations left to Gram-Schmidt in to_target, as in `blend`."""
+        and axial rotations left to to_target, as in `blend`."""
         if not 0.0 <= fraction <= 1.0:
             raise ValueError(f'interpolation fraction must be in [0, 1], got {fraction!r}')
         mixed = (1.0 - fraction) * np.asarray(earlier, dtype=np.float64) \

@@ -104,6 +104,9 @@ POLICY_SCHEMA = ParamSchema([
               allow_empty=False),
     ParamSpec('intervention_topic', '/bc/intervention', 'operator takeover in (Bool, latched)',
               allow_empty=False),
+    ParamSpec('current_pose_topic', '/current_pose', 'measured TCP pose in (PoseStamped): '
+              "which of an axial action's two half-turn orientations is meant (read only for "
+              'ee_pose_axial_gripper models)', allow_empty=False),
     ParamSpec('frame_id', 'base', 'frame of the targets', allow_empty=False),
     ParamSpec('stats_path', '', 'JSON instrumentation dump written on exit ("" = none)'),
     ParamSpec('diagnostics_rate_hz', 1.0, '/diagnostics rate', min_value=0.1, max_value=20.0),

@@ -159,6 +159,62 @@ def rot6d_to_matrix(rot6d: np.ndarray) -> np.ndarray:
     return np.stack([x, y, np.cross(x, y)], axis=1)
 
 
+# The tool's x axis must stand out of x xᵀ by at least this (a unit axis gives 1; a blend of
+# two axes 90° apart gives 0.5 twice): below it the prediction names no axis.
+AXIAL_MIN_EIGENVALUE = 0.25
+# Without a reference, axial_to_matrix takes the orientation nearest the tool pointing down
+# with its x axis along base +x.
+AXIAL_DEFAULT_REFERENCE = np.array([1.0, 0.0, 0.0, 0.0])
+
+
+def matrix_to_axial(matrix: np.ndarray) -> np.ndarray:
+    """The tool z axis and the outer product x xᵀ (xx, yy, zz, xy, xz, yz): the same for a
+    rotation and for it turned half a turn about its own z axis. For a tool that is symmetric
+    that way (a parallel gripper), the expert's choice between the two is arbitrary and
+    flips as the task varies; rot6d would teach the policy that flip, this does not."""
+    m = np.asarray(matrix, dtype=np.float64)
+    x, z = m[:, 0], m[:, 2]
+    return np.array([z[0], z[1], z[2], x[0] * x[0], x[1] * x[1], x[2] * x[2],
+                     x[0] * x[1], x[0] * x[2], x[1] * x[2]])
+
+
+def axial_to_matrix(axial: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+    """Back to a rotation: z normalized, x the dominant axis of x xᵀ across z, and of the
+    two rotations that leaves (half a turn apart) the one nearest `reference` (a quaternion;
+    AXIAL_DEFAULT_REFERENCE when None), so consecutive targets never turn half a turn for
+    nothing."""
+    v = np.asarray(axial, dtype=np.float64).reshape(-1)
+    if v.shape != (9,) or not is_finite(v):
+        raise ValueError(f'axial rotation must be 9 finite values, got {v.tolist()}')
+    z_norm = np.linalg.norm(v[:3])
+    if z_norm < 1e-6:
+        raise ValueError(f'axial rotation z axis is zero: {v.tolist()}')
+    z = v[:3] / z_norm
+    xx, yy, zz, xy, xz, yz = v[3:]
+    outer = np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
+    across = np.eye(3) - np.outer(z, z)
+    values, vectors = np.linalg.eigh(across @ outer @ across)
+    if values[-1] < AXIAL_MIN_EIGENVALUE:
+        raise ValueError(f'axial rotation x xᵀ has no dominant axis across z (largest '
+                         f'eigenvalue {values[-1]:.3g} < {AXIAL_MIN_EIGENVALUE}): {v.tolist()}')
+    x = vectors[:, -1] - np.dot(vectors[:, -1], z) * z
+    x /= np.linalg.norm(x)
+    y = np.cross(z, x)
+    near = quat_to_matrix(AXIAL_DEFAULT_REFERENCE if reference is None else reference)
+    # trace(nearᵀ R) grows with closeness; the half turn negates the x and y terms
+    if np.dot(x, near[:, 0]) + np.dot(y, near[:, 1]) < 0:
+        x, y = -x, -y
+    return np.stack([x, y, z], axis=1)
+
+
+def quat_to_axial(q: np.ndarray) -> np.ndarray:
+    return matrix_to_axial(quat_to_matrix(q))
+
+
+def axial_to_quat(axial: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+    return matrix_to_quat(axial_to_matrix(axial, reference))
+
+
 def quat_to_rot6d(q: np.ndarray) -> np.ndarray:
     return matrix_to_rot6d(quat_to_matrix(q))
 

@@ -39,9 +39,14 @@ STATE_KEY_DIMS = {
 SIM_ONLY_STATE_KEYS = ('sim_objects',)
 
 # Action layouts: absolute end-effector target + gripper opening, one per control tick.
+QUATERNION_ACTIONS = 'ee_pose_quat_gripper'
+AXIAL_ACTIONS = 'ee_pose_axial_gripper'
 ACTION_DIMS = {
     'ee_pose_rot6d_gripper': 10,  # x, y, z, r6d(6), gripper
-    'ee_pose_quat_gripper': 8,    # x, y, z, qx, qy, qz, qw, gripper
+    QUATERNION_ACTIONS: 8,        # x, y, z, qx, qy, qz, qw, gripper
+    # x, y, z, tool z axis (3), x xᵀ (xx, yy, zz, xy, xz, yz), gripper: blind to a half turn
+    # about the tool axis, for symmetric tools (core.pose.matrix_to_axial)
+    AXIAL_ACTIONS: 13,
 }
 
 HEAD_TYPES = ('mse', 'gmm', 'discrete', 'act', 'diffusion', 'flow', 'test')

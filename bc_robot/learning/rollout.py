@@ -225,12 +225,14 @@ class PolicyRollout:
                 history.add(now, self._observe())
             try:
                 action = source.action(tick, plan)
+                target = (None if action is None else
+                          self.layout.to_target(action, world.tcp_pose().orientation))
             except ValueError as exc:
                 error = f'policy output refused: {exc}'
                 logger.error('seed %d: %s', seed, error)
                 break
-            if action is not None:
-                pose, gripper = self.layout.to_target(action)
+            if target is not None:
+                pose, gripper = target
                 bridge.on_target(POLICY, pose.position, pose.orientation, now, now)
                 bridge.on_gripper(POLICY, gripper, now)
             for _ in range(self.control_steps):

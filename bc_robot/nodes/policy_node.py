@@ -72,6 +72,11 @@ class PolicyNode(PacedSpinning, Node):
                                      callback_group=sensors)
         self.create_subscription(Bool, p['intervention_topic'], self._on_intervention,
                                  LATCHED_QOS, callback_group=sensors)
+        # An axial action names an orientation up to a half turn: the one nearest the arm's.
+        self._reference: np.ndarray | None = None
+        if self.layout.uses_axial:
+            self.create_subscription(PoseStamped, p['current_pose_topic'], self._on_pose,
+                                     SENSOR_QOS, callback_group=sensors)
         self.pub_target = self.create_publisher(PoseStamped, p['target_topic'], COMMAND_QOS)
         self.pub_gripper = self.create_publisher(Float64, p['gripper_topic'], COMMAND_QOS)
         self.pub_chunk = self.create_publisher(PathMsg, p['chunk_topic'], COMMAND_QOS)
@@ -123,6 +128,12 @@ class PolicyNode(PacedSpinning, Node):
             return self._refuse(f'state has a non-finite value: {vector.tolist()}')
         self._add_part(STATE_INPUT, msg.header.stamp, vector)
 
+    def _on_pose(self, msg: PoseStamped) -> None:
+        o = msg.pose.orientation
+        q = np.array([o.x, o.y, o.z, o.w])
+        if np.all(np.isfinite(q)) and np.linalg.norm(q) > 0.5:
+            self._reference = q
+
     def _refuse(self, reason: str) -> None:
         self.refused += 1
         self.get_logger().warning(f'observation refused: {reason}', throttle_duration_sec=2.0)
@@ -152,7 +163,12 @@ class PolicyNode(PacedSpinning, Node):
             out.hold if self.p['hold_on_idle'] else None)
         if action is None:
             return
-        pose, gripper = self.layout.to_target(action)
+        try:
+            pose, gripper = self.layout.to_target(action, self._reference)
+        except ValueError as exc:   # a blend of valid actions that is not one: the bridge holds
+            self.get_logger().error(f'action refused, nothing published: {exc}',
+                                    throttle_duration_sec=1.0)
+            return
         stamp = seconds_to_stamp(now)
         self.pub_target.publish(pose_to_msg(pose, self.p['frame_id'], stamp))
         self.pub_gripper.publish(Float64(data=gripper))
@@ -160,9 +176,12 @@ class PolicyNode(PacedSpinning, Node):
             self._last_plan = wall
             path = PathMsg()
             path.header.frame_id, path.header.stamp = self.p['frame_id'], stamp
-            path.poses = [pose_to_msg(self.layout.to_target(a)[0], self.p['frame_id'],
-                                      seconds_to_stamp(now + i * self.dt))
-                          for i, a in enumerate(out.planned)]
+            path.poses, reference = [], pose.orientation
+            for i, planned in enumerate(out.planned):
+                planned_pose = self.layout.to_target(planned, reference)[0]
+                reference = planned_pose.orientation
+                path.poses.append(pose_to_msg(planned_pose, self.p['frame_id'],
+                                              seconds_to_stamp(now + i * self.dt)))
             self.pub_chunk.publish(path)
 
     def _on_params(self, changed: dict) -> None:
