@@ -66,6 +66,19 @@ def test_demo_observations_and_labels(demo):
     assert ep.history[10].tolist() == [8, 10] and ep.history[0].tolist() == [0, 0]
 
 
+def test_axial_labels_carry_the_same_targets(demo):
+    """data.action_representation: the layout of the labels, not their content."""
+    rot6d = convert_episode(demo, CONFIG)
+    axial = convert_episode(demo, replace(
+        CONFIG, action_representation='ee_pose_axial_gripper'))
+    assert axial.actions.shape == rot6d.actions.shape[:2] + (13,)
+    np.testing.assert_array_equal(axial.actions[..., :3], rot6d.actions[..., :3])
+    np.testing.assert_array_equal(axial.actions[..., 12], rot6d.actions[..., 9])
+    # pointing down, x along base x: tool z = -z, x xᵀ has xx = 1 only
+    np.testing.assert_allclose(axial.actions[0, 0, 3:12], [0, 0, -1, 1, 0, 0, 0, 0, 0],
+                               atol=1e-6)
+
+
 SIM_CONFIG = DataConfig(cameras=(CameraSpec('front', 24, 32),), chunk_length=8,
                         state_keys=('ee_position', 'gripper', 'sim_objects'))
 
