@@ -15,9 +15,9 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64
 
+from bc_robot.core.pose import quat_angle, quat_multiply, rotvec_to_quat
 from bc_robot.core.state import state_labels
 from bc_robot.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
-from bc_robot.core.pose import quat_angle, quat_multiply, rotvec_to_quat
 from bc_robot.runtime.testing_models import DOWN, affine_function, make_spec, write_model
 from conftest import wait_for
 

@@ -72,7 +72,7 @@ class PolicyNode(PacedSpinning, Node):
                                      callback_group=sensors)
         self.create_subscription(Bool, p['intervention_topic'], self._on_intervention,
                                  LATCHED_QOS, callback_group=sensors)
-        # An axial action names an orientation up to a half turn: the one nearest the arm's.
+        # An axial action names an orientation up to a half turn: the one nearer the arm's.
         self._reference: np.ndarray | None = None
         if self.layout.uses_axial:
             self.create_subscription(PoseStamped, p['current_pose_topic'], self._on_pose,
@@ -178,7 +178,10 @@ class PolicyNode(PacedSpinning, Node):
             path.header.frame_id, path.header.stamp = self.p['frame_id'], stamp
             path.poses, reference = [], pose.orientation
             for i, planned in enumerate(out.planned):
-                planned_pose = self.layout.to_target(planned, reference)[0]
+                try:
+                    planned_pose = self.layout.to_target(planned, reference)[0]
+                except ValueError:   # the plan is for display: its valid part is shown
+                    break
                 reference = planned_pose.orientation
                 path.poses.append(pose_to_msg(planned_pose, self.p['frame_id'],
                                               seconds_to_stamp(now + i * self.dt)))
