@@ -225,8 +225,8 @@ class PolicyRollout:
                 history.add(now, self._observe())
             try:
                 action = source.action(tick, plan)
-                target = (None if action is None else
-                          self.layout.to_target(action, world.tcp_pose().orientation))
+                target = None if action is None else self.layout.to_target(
+                    action, world.tcp_pose().orientation if self.layout.uses_axial else None)
             except ValueError as exc:
                 error = f'policy output refused: {exc}'
                 logger.error('seed %d: %s', seed, error)
