@@ -10,13 +10,7 @@ import pytest
 
 from bc_robot.core.actions import ActionLayout
 from bc_robot.core.pose import Pose, quat_angle, quat_multiply, rotvec_to_quat
-from bc_robot.sim.expert import wrap_half_turn
-
-DOWN = np.array([1.0, 0, 0, 0])
-
-
-def pointing_down(yaw: float) -> np.ndarray:
-    return quat_multiply(rotvec_to_quat(np.array([0, 0, yaw])), DOWN)
+from bc_robot.sim.expert import down_quaternion as pointing_down, wrap_half_turn
 
 
 def half_turned(q: np.ndarray) -> np.ndarray:

@@ -15,10 +15,11 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64
 
-from bc_robot.core.pose import quat_angle, quat_multiply, rotvec_to_quat
+from bc_robot.core.pose import quat_angle
 from bc_robot.core.state import state_labels
 from bc_robot.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
-from bc_robot.runtime.testing_models import DOWN, affine_function, make_spec, write_model
+from bc_robot.runtime.testing_models import affine_function, make_spec, write_model
+from bc_robot.sim.expert import down_quaternion
 from conftest import wait_for
 
 
@@ -127,7 +128,7 @@ def test_takeover_stops_publishing_and_release_infers_afresh(probe, model):
 
 
 def pointing_down(yaw_deg: float) -> np.ndarray:
-    return quat_multiply(rotvec_to_quat(np.array([0, 0, np.radians(yaw_deg)])), DOWN)
+    return down_quaternion(np.radians(yaw_deg))
 
 
 def test_axial_targets_take_the_half_turn_nearest_the_measured_pose(probe, tmp_path):
