@@ -71,6 +71,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='record the demonstrations with DART noise of this std (m) on '
                              'the executed target (0 = off; the label stays the clean '
                              'command)')
+    parser.add_argument('--record-rtf', type=float, default=1.0, metavar='FACTOR',
+                        help='sim speed while recording demonstrations (1.0); below 1 the record '
+                             'graph runs on sim time, slower than real time, so a loaded machine '
+                             'still records every camera frame (0.5 on 2 cores)')
     parser.add_argument('--side', default='random', choices=('random', 'left', 'right'),
                         help='push: the scripted human approaches from this side (random: '
                              'bimodal demonstrations, which an mse head averages)')
@@ -115,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
             task=args.task, executor=args.executor, finetune=args.finetune,
             expert=expert_params(args.side, args.expert),
             dart_sigma=args.dart, demo_dirs=tuple(args.demos_from),
+            record_real_time_factor=args.record_rtf,
             episode=EpisodeSettings(timeout=args.timeout),
             train=TrainSettings(head=args.head, steps=args.steps, batch_size=args.batch_size,
                                 image_size=args.image_size, threads=args.threads,

@@ -55,6 +55,9 @@ class LoopSettings:
     sim: dict[str, Any] = field(default_factory=dict)
     expert: dict[str, Any] = field(default_factory=dict)   # sim_expert parameters (e.g. side)
     dart_sigma: float = 0.0        # m; > 0: DART noise on the executed target while recording
+    # Sim speed while recording (< 1: slower than real time, the graph on sim time, so a
+    # loaded machine still renders and records every camera frame; see record_demos).
+    record_real_time_factor: float = 1.0
     # Recorded episode folders to take the first `demos` of instead of recording (a loop
     # that starts from demonstrations someone already has, or compares on the same ones).
     demo_dirs: tuple[str, ...] = ()
@@ -78,6 +81,9 @@ class LoopSettings:
             raise ValueError(f'task {self.task!r} is not one of {", ".join(TASKS)}')
         if not 0.0 <= self.dart_sigma <= 0.025:  # the cap, 2 sigma, must fit teleop_node's 0.05
             raise ValueError(f'dart_sigma = {self.dart_sigma} must be in [0, 0.025] m')
+        if not 0.05 <= self.record_real_time_factor <= 4.0:
+            raise ValueError(f'record_real_time_factor = {self.record_real_time_factor} must be '
+                             f'in [0.05, 4]')
         if not 1.0 <= self.demo_timeout <= 600.0:
             raise ValueError(f'demo_timeout = {self.demo_timeout} must be in [1, 600] s')
         object.__setattr__(self, 'demo_dirs', tuple(str(d) for d in self.demo_dirs))
@@ -171,7 +177,8 @@ def run_loop(link: RosLink, out: Path, settings: LoopSettings,
         record = record_demos(link, work, 'record', settings.demos, out / 'demos',
                               settings.task, settings.demo_seed, settings.demo_seed,
                               settings.demo_timeout, sim, expert=settings.expert,
-                              teleop=dart_params(settings.dart_sigma))
+                              teleop=dart_params(settings.dart_sigma),
+                              real_time_factor=settings.record_real_time_factor)
         say(f'  {len(record.episodes)} episodes recorded, expert success '
             f'{record.expert.get("successes", 0)}/{record.expert.get("episodes", 0)} '
             f'({record.seconds:.0f} s)')

@@ -46,15 +46,22 @@ def record_demos(link: RosLink, work: Path, name: str, count: int, output_dir: P
                  episode_timeout: float = 30.0, sim: dict[str, Any] | None = None,
                  ready_timeout: float = 120.0, max_attempts: int | None = None,
                  expert: dict[str, Any] | None = None,
-                 teleop: dict[str, Any] | None = None) -> RecordResult:
+                 teleop: dict[str, Any] | None = None,
+                 real_time_factor: float = 1.0) -> RecordResult:
     """Record until `count` demonstrations succeeded (the scripted human fails some, as
     people do; failed ones stay on disk labelled `success: false`, which training skips) or
     `max_attempts` (default 3 × count) were made. Scene seeds are seed+1, seed+2, …
     `teleop` overrides teleop_node parameters (e.g. `dart_enabled`: DART noise on the executed
-    target, the clean command stays the label). Returns the saved episode folders in
-    recording order and the expert's own summary."""
+    target, the clean command stays the label). `real_time_factor` other than 1 runs the
+    sim that much slower (or faster) than real time and the whole graph on its `/clock`
+    (`use_sim_time:=true`): on a machine that cannot render and record every camera frame
+    in real time, half speed records them all, with the same stamps and labels a faster
+    machine would. Returns the saved episode folders in recording order and the expert's
+    own summary."""
     if not 1 <= count <= 10_000:
         raise ValueError(f'demonstration count {count} must be in [1, 10000]')
+    if not 0.05 <= real_time_factor <= 4.0:
+        raise ValueError(f'real_time_factor {real_time_factor!r} must be in [0.05, 4]')
     attempts = max_attempts or 3 * count
     if attempts < count:
         raise ValueError(f'max_attempts {attempts} is below the count {count}')
@@ -63,20 +70,25 @@ def record_demos(link: RosLink, work: Path, name: str, count: int, output_dir: P
     summary_path = Path(work) / f'{name}.expert.json'
     summary_path.unlink(missing_ok=True)
     before = _episode_folders(output_dir)
+    paced = real_time_factor != 1.0
     params = {
-        'sim_arm': {'task': task, 'seed': int(seed), **(sim or {})},
+        'sim_arm': {'task': task, 'seed': int(seed), **(sim or {}),
+                    **({'real_time_factor': float(real_time_factor)} if paced else {})},
         'sim_expert': {'episodes': int(attempts), 'seed': int(expert_seed),
                        'episode_timeout': float(episode_timeout),
                        'summary_path': str(summary_path), **(expert or {})},
     }
     if teleop:
         params['teleop_node'] = dict(teleop)
-    graph = GraphRun('record', work, name, link, {'sim': 'true', 'output_dir': str(output_dir)},
-                     params)
+    launch = {'sim': 'true', 'output_dir': str(output_dir)}
+    if paced:
+        launch['use_sim_time'] = 'true'
+    graph = GraphRun('record', work, name, link, launch, params)
     began = time.monotonic()
     expert: dict[str, Any] = {}
     # generous: a loaded machine runs the sim slower than real time
-    deadline = began + ready_timeout + attempts * (3.0 * episode_timeout + 20.0)
+    deadline = began + ready_timeout + attempts * (
+        3.0 * episode_timeout / min(real_time_factor, 1.0) + 20.0)
     with graph:
         graph.wait_ready(ready_timeout)
         done = -1
