@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from bc_robot.sim.expert import ExpertConfig
 from bc_robot.sim.runner import RunnerConfig, run_episodes, summarize
 from bc_robot.sim.tasks import TaskConfig
 from bc_robot.sim.world import SimConfig, SimWorld
@@ -27,3 +28,23 @@ def test_expert_solves_reach():
     world = SimWorld(SimConfig(task=TaskConfig(name='reach'), seed=3))
     results = run_episodes(world, 3, runner_config=RunnerConfig(timeout=10.0))
     assert all(r.success for r in results), results
+
+
+def test_expert_straight_approach_solves_push_and_meets_the_cube_on_the_line():
+    """side_offset 0: the paddle comes down behind the cube on the push line instead of
+    beside it, so the push starts with no sideways slide (the corner a policy cuts)."""
+    config = ExpertConfig(side_offset=0.0, side_back=0.09, behind_offset=0.08)
+    world = SimWorld(SimConfig(seed=2000))
+    results = run_episodes(world, 6, config, RunnerConfig(timeout=30.0), expert_seed=3)
+    assert all(r.success for r in results), results
+    assert all(r.realigns == 0 for r in results), results
+
+
+@pytest.mark.parametrize('kwargs, named', [
+    (dict(side_offset=0.0, side_back=0.03), 'put the paddle down on the cube'),
+    (dict(behind_offset=0.03), 'starts the push inside the cube'),
+])
+def test_expert_approach_inside_the_cube_is_refused_with_the_values(kwargs, named):
+    with pytest.raises(ValueError, match=named) as info:
+        ExpertConfig(**kwargs)
+    assert str(next(iter(kwargs.values()))) in str(info.value)

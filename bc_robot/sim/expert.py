@@ -29,6 +29,8 @@ from bc_robot.core.pose import Pose, quat_multiply, quat_normalize, rotvec_to_qu
 
 CUBE_HALF = 0.025
 PADDLE_HALF_DEPTH = 0.011  # closed fingers, half thickness along the push direction
+PADDLE_HALF_WIDTH = 0.02   # closed fingers, half width across the push direction
+APPROACH_CLEARANCE = 0.005  # the paddle descends at least this far from the cube
 SIDES = {-1: 'right', 1: 'left'}
 
 
@@ -65,6 +67,16 @@ class ExpertConfig:
         for name in ('max_speed', 'descend_speed', 'push_speed', 'gain', 'noise_time'):
             if getattr(self, name) <= 0.0:
                 raise ValueError(f'expert {name} must be > 0, got {getattr(self, name)!r}')
+        # The paddle comes down at the approach waypoint: it must not land on the cube.
+        across = CUBE_HALF + PADDLE_HALF_WIDTH + APPROACH_CLEARANCE
+        back = CUBE_HALF + PADDLE_HALF_DEPTH + APPROACH_CLEARANCE
+        if self.side_offset < across and self.side_back < back:
+            raise ValueError(f'expert side_offset {self.side_offset!r} and side_back '
+                             f'{self.side_back!r} put the paddle down on the cube: one of them '
+                             f'must be at least {across:.3f} / {back:.3f} m')
+        if self.behind_offset < back:
+            raise ValueError(f'expert behind_offset {self.behind_offset!r} starts the push '
+                             f'inside the cube: it must be at least {back:.3f} m')
 
 
 @dataclass

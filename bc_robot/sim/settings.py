@@ -113,7 +113,8 @@ _defaults_expert = ExpertConfig()
 _defaults_correction = CorrectionConfig()
 _defaults_runner = RunnerConfig()
 EXPERT_MODES = ('direct', 'teleop', 'correction')
-EXPERT_PARAMS = ('max_speed', 'push_speed', 'noise', 'speed_variation')
+EXPERT_PARAMS = ('max_speed', 'push_speed', 'noise', 'speed_variation', 'side_offset',
+                 'side_back', 'behind_offset')
 CORRECTION_PARAMS = tuple(vars(_defaults_correction))
 
 SIM_EXPERT_SCHEMA = ParamSchema([
@@ -139,6 +140,14 @@ SIM_EXPERT_SCHEMA = ParamSchema([
               min_value=0.0, max_value=1.0),
     ParamSpec('speed_variation', _defaults_expert.speed_variation, 'per-episode speed factor '
               'in 1 ± this', min_value=0.0, max_value=0.9),
+    ParamSpec('side_offset', _defaults_expert.side_offset, 'push: the approach waypoint lies '
+              'this far across the push line, on the episode\'s side (m; 0 = straight down '
+              'behind the cube)', min_value=0.0, max_value=0.3),
+    ParamSpec('side_back', _defaults_expert.side_back, 'push: ... and this far back along it '
+              'from the cube centre (m)', min_value=0.0, max_value=0.3),
+    ParamSpec('behind_offset', _defaults_expert.behind_offset, 'push: where the push starts, '
+              'cube centre to paddle centre (m; the cube half-width plus the paddle\'s is '
+              '0.036)', min_value=0.045, max_value=0.3),
     ParamSpec('off_plan_threshold', _defaults_correction.off_plan_threshold, 'correction: '
               'take over when the TCP is this far from both plans (m)', min_value=0.005,
               max_value=1.0),
