@@ -17,7 +17,7 @@ from bc_robot.sim.expert import (Command, CorrectionConfig, CorrectionMonitor, E
 from bc_robot.sim.model import ARM_JOINTS, FINGER_JOINTS, JOINT_NAMES, ArmModel
 from bc_robot.sim.pacing import Pacer, RateMeter, RtfMeter
 from bc_robot.sim.settings import (SIM_ARM_SCHEMA, SIM_EXPERT_SCHEMA, sim_config_from_params)
-from bc_robot.sim.tasks import TaskConfig, evaluate, sample_scene
+from bc_robot.sim.tasks import PushContactProbe, TaskConfig, evaluate, sample_scene
 from bc_robot.sim.world import HOME_ORIENTATION, HOME_POSITION, SimConfig, SimWorld
 
 DOWN = np.array([1.0, 0.0, 0.0, 0.0])
@@ -388,3 +388,23 @@ def test_expert_resume_picks_the_nearer_side_and_phase():
     assert expert.side_name == 'right' and expert.phase == 'lift'
     expert.resume(Observation(np.array([0.5, -0.04, 0.025]), 0.0, state))
     assert expert.phase == 'push'
+
+
+def test_push_contact_probe_reports_the_offset_at_contact_and_the_heading():
+    probe = PushContactProbe(np.array([0.5, 0.0]), np.array([0.5, 0.1]))  # push along +y
+    heading = math.radians(-10.0)  # the cube leaves turned right of the push line
+    along = np.array([math.sin(-heading), math.cos(heading)])
+    for travel in np.linspace(0.0, 0.05, 51):
+        cube = np.array([0.5, 0.0]) + travel * along
+        tcp = cube + np.array([-0.012, -0.036])  # 12 mm left of the line (left of +y is -x)
+        probe.update(tcp, cube)
+        if travel < 0.005 - 1e-9:
+            assert probe.contact_lateral_m is None
+    assert probe.contact_lateral_m == pytest.approx(0.012, abs=1e-6)
+    assert probe.heading_deg == pytest.approx(-10.0, abs=1e-6)
+
+
+def test_push_contact_probe_stays_empty_while_the_cube_has_not_moved():
+    probe = PushContactProbe(np.array([0.5, 0.0]), np.array([0.6, 0.0]))
+    probe.update(np.array([0.4, 0.0]), np.array([0.502, 0.0]))
+    assert probe.contact_lateral_m is None and probe.heading_deg is None

@@ -45,6 +45,7 @@ from bc_robot.core.sync import ObservationHistory
 from bc_robot.runtime.onnx_backend import OnnxBackend
 from bc_robot.sim.camera import CameraRig
 from bc_robot.sim.settings import SIM_ARM_SCHEMA, sim_config_from_params
+from bc_robot.sim.tasks import PushContactProbe
 from bc_robot.sim.world import SimWorld
 
 logger = logging.getLogger(__name__)
@@ -106,6 +107,10 @@ class RolloutResult:
     max_step_m: float = 0.0         # largest position change between consecutive actions
     max_boundary_step_m: float = 0.0  # ... on the first action of a new chunk
     typical_step_m: float = 0.0     # median change between actions of the same chunk
+    # push: TCP offset across the cube→goal line when the cube first moved 5 mm (m, + = left)
+    # and the cube's heading against that line after 3 cm (degrees); None when it never did
+    contact_lateral_m: float | None = None
+    push_heading_deg: float | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -213,6 +218,7 @@ class PolicyRollout:
         step = tick = 0
         error = ''
         state = world.task_state()
+        probe = PushContactProbe(world.arm.cube_position(), world.arm.goal_position())
         while not state['success'] and step * dt < self.config.timeout_s - 1e-9:
             now = step * dt  # episode time: the bridge sees the same clock in every episode
 
@@ -248,13 +254,16 @@ class PolicyRollout:
                 step += 1
             tick += 1
             state = world.task_state()
+            probe.update(world.arm.tcp_position(), world.arm.cube_position())
         history.close()
         success = bool(state['success'])
         result = RolloutResult(seed, success, round(step * dt, 3) if success else None,
                                round(step * dt, 3), round(float(state['distance']), 4),
                                source.chunks, round(time.perf_counter() - began, 3), error,
                                source.idle_ticks,
-                               *(round(v, 5) for v in source.step_figures()))
+                               *(round(v, 5) for v in source.step_figures()),
+                               _rounded(probe.contact_lateral_m, 4),
+                               _rounded(probe.heading_deg, 1))
         logger.info('seed %d: %s after %.2f s sim (%.1f s wall, %d chunks, %.3f m)', seed,
                     'success' if success else 'FAILED', result.duration, result.wall_s,
                     source.chunks, result.final_distance)
@@ -331,6 +340,10 @@ class _ExecutorSource(_ActionSource):
             self._pending = (tick + self.delay_ticks, tick, chunk)
             self.chunks += 1
         return action
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 def summarize(results: list[RolloutResult]) -> dict:

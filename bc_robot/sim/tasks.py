@@ -98,3 +98,32 @@ def evaluate(config: TaskConfig, tcp: np.ndarray, cube: np.ndarray, goal_xy: np.
         return distance, bool(distance <= config.success_radius and on_table)
     distance = float(np.linalg.norm(tcp - marker))
     return distance, bool(distance <= config.success_radius)
+
+
+class PushContactProbe:
+    """Where the pusher met the cube, for failure analysis: the offset of the TCP across the
+    cube→goal line when the cube has first moved `contact_m` (positive = left of the push
+    direction), and the cube's heading against that direction once it has moved
+    `heading_m` (degrees, positive = turned left). A policy that meets the cube off centre
+    sends it off at an angle past the goal; the scripted human meets it within ~1 mm."""
+
+    def __init__(self, cube_xy: np.ndarray, goal_xy: np.ndarray, contact_m: float = 0.005,
+                 heading_m: float = 0.03) -> None:
+        self.start = np.asarray(cube_xy, dtype=np.float64)[:2].copy()
+        towards = np.asarray(goal_xy, dtype=np.float64)[:2] - self.start
+        norm = float(np.linalg.norm(towards))
+        self.direction = towards / norm if norm > 1e-9 else np.array([1.0, 0.0])
+        self.normal = np.array([-self.direction[1], self.direction[0]])
+        self.contact_m, self.heading_m = contact_m, heading_m
+        self.contact_lateral_m: float | None = None
+        self.heading_deg: float | None = None
+
+    def update(self, tcp_xy: np.ndarray, cube_xy: np.ndarray) -> None:
+        moved = np.asarray(cube_xy, dtype=np.float64)[:2] - self.start
+        distance = float(np.linalg.norm(moved))
+        if self.contact_lateral_m is None and distance >= self.contact_m:
+            offset = np.asarray(tcp_xy, dtype=np.float64)[:2] - np.asarray(cube_xy)[:2]
+            self.contact_lateral_m = float(offset @ self.normal)
+        if self.heading_deg is None and distance >= self.heading_m:
+            self.heading_deg = math.degrees(math.atan2(float(moved @ self.normal),
+                                                       float(moved @ self.direction)))
