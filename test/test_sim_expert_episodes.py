@@ -30,7 +30,7 @@ def test_expert_solves_reach():
     assert all(r.success for r in results), results
 
 
-def test_expert_straight_approach_solves_push_and_meets_the_cube_on_the_line():
+def test_expert_straight_approach_solves_push_without_a_re_approach():
     """side_offset 0: the paddle comes down behind the cube on the push line instead of
     beside it, so the push starts with no sideways slide (the corner a policy cuts)."""
     config = ExpertConfig(side_offset=0.0, side_back=0.09, behind_offset=0.08)

@@ -10,7 +10,8 @@ so an episode is reproducible from its seed.
 Push strategy (closed loop on the cube's measured position, recomputed every tick):
   1. above_side — hover beside the cube, on the episode's side (left or right of the push
      line, chosen at random per episode: the demonstrations are bimodal), gripper closed and
-     yawed so the two closed fingers form a 4 cm paddle facing the push direction;
+     yawed so the two closed fingers form a 4 cm paddle facing the push direction
+     (`side_offset` 0: on the push line behind the cube instead, the straight approach);
   2. descend   — down to push height beside the cube;
   3. behind    — slide behind the cube (opposite the goal);
   4. push      — push toward the goal, steering the paddle back onto the cube-goal line;
