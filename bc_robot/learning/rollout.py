@@ -218,7 +218,7 @@ class PolicyRollout:
         step = tick = 0
         error = ''
         state = world.task_state()
-        probe = PushContactProbe(world.arm.cube_position(), world.arm.goal_position())
+        probe = PushContactProbe(np.array(state['cube']), np.array(state['goal']))
         while not state['success'] and step * dt < self.config.timeout_s - 1e-9:
             now = step * dt  # episode time: the bridge sees the same clock in every episode
 
@@ -254,7 +254,7 @@ class PolicyRollout:
                 step += 1
             tick += 1
             state = world.task_state()
-            probe.update(world.arm.tcp_position(), world.arm.cube_position())
+            probe.update(np.array(state['tcp']), np.array(state['cube']))  # read once, above
         history.close()
         success = bool(state['success'])
         result = RolloutResult(seed, success, round(step * dt, 3) if success else None,

@@ -114,15 +114,21 @@ class PushContactProbe:
         norm = float(np.linalg.norm(towards))
         self.direction = towards / norm if norm > 1e-9 else np.array([1.0, 0.0])
         self.normal = np.array([-self.direction[1], self.direction[0]])
+        if not 0.0 < contact_m <= heading_m:
+            raise ValueError(f'contact_m {contact_m!r} must be > 0 and at most heading_m '
+                             f'{heading_m!r}')
         self.contact_m, self.heading_m = contact_m, heading_m
         self.contact_lateral_m: float | None = None
         self.heading_deg: float | None = None
 
     def update(self, tcp_xy: np.ndarray, cube_xy: np.ndarray) -> None:
-        moved = np.asarray(cube_xy, dtype=np.float64)[:2] - self.start
+        if self.heading_deg is not None:
+            return  # both figures are in (contact comes first: contact_m < heading_m)
+        cube = np.asarray(cube_xy, dtype=np.float64)[:2]
+        moved = cube - self.start
         distance = float(np.linalg.norm(moved))
         if self.contact_lateral_m is None and distance >= self.contact_m:
-            offset = np.asarray(tcp_xy, dtype=np.float64)[:2] - np.asarray(cube_xy)[:2]
+            offset = np.asarray(tcp_xy, dtype=np.float64)[:2] - cube
             self.contact_lateral_m = float(offset @ self.normal)
         if self.heading_deg is None and distance >= self.heading_m:
             self.heading_deg = math.degrees(math.atan2(float(moved @ self.normal),
