@@ -16,6 +16,7 @@ from bc_robot.core.spec import CameraSpec
 from bc_robot.learning.config import DaggerConfig, DataConfig, load_config, parse_override
 from bc_robot.learning.convert import convert_episode, convert_episodes, find_episodes
 from bc_robot.core.state import state_slice
+from bc_robot.learning.frames import ActionFrame
 from bc_robot.learning.dataset import BatchSampler, ChunkDataset, compute_stats, split_episodes
 from bc_robot.learning.synthetic import SyntheticEpisode, render, tcp_path, write_episode
 
@@ -254,13 +255,13 @@ def test_split_stats_and_batches(tmp_path):
     assert all(s >= 1e-2 for s in stats['action'].std)  # constant dims get the floor
     # model.relative_position: position labels relative to the sample's latest measured TCP.
     anchor = state_slice(CONFIG.state_keys, 'ee_position')
-    relative = compute_stats(train, anchor)
+    relative = compute_stats(train, ActionFrame(anchor))
     expected = np.concatenate([(e.actions[:, :, :3] - e.state[e.history[:, -1]][:, None, anchor])
                                [e.valid] for e in train])
     np.testing.assert_allclose(relative['action'].mean[:3], expected.mean(0), atol=1e-6)
     np.testing.assert_allclose(relative['action'].mean[3:], stats['action'].mean[3:], atol=1e-9)
     assert max(relative['action'].std[:3]) < max(stats['action'].std[:3])
-    planar = compute_stats(train, anchor, (1.0, 1.0, 0.0))  # relative_position: xy
+    planar = compute_stats(train, ActionFrame(anchor, (1.0, 1.0, 0.0)))  # relative_position: xy
     np.testing.assert_allclose(planar['action'].mean[:2], expected.mean(0)[:2], atol=1e-6)
     np.testing.assert_allclose(planar['action'].mean[2:], stats['action'].mean[2:], atol=1e-9)
     dataset = ChunkDataset(train, ['front'])
@@ -294,6 +295,20 @@ def test_config_errors_name_the_key_and_value(tmp_path):
     with pytest.raises(ValueError, match="got 'xx'"):
         load_config(None, {'model.relative_position': 'xx'})
     assert load_config(None, {'model.relative_position': 'yx'}).model.relative_axes == (0, 1)
+    with pytest.raises(ValueError, match="model.action_frame must be one of world, tool, got "
+                                         "'camera'"):
+        load_config(None, {'model.action_frame': 'camera'})
+    with pytest.raises(ValueError, match="action_frame: tool .* needs model.relative_position: "
+                                         "true, got 'xy'"):
+        load_config(None, {'model.action_frame': 'tool', 'model.relative_position': 'xy'})
+    with pytest.raises(ValueError, match=r"tool needs ee_rot6d in data.state_keys, got "
+                                         r"\['ee_position', 'gripper'\]"):
+        load_config(None, {'model.action_frame': 'tool', 'model.relative_position': True,
+                           'data.state_keys': ['ee_position', 'gripper']})
+    with pytest.raises(ValueError, match="tool needs data.action_representation "
+                                         "ee_pose_rot6d_gripper, got 'ee_pose_axial_gripper'"):
+        load_config(None, {'model.action_frame': 'tool', 'model.relative_position': True,
+                           'data.action_representation': 'ee_pose_axial_gripper'})
     with pytest.raises(ValueError, match=r'train.state_noise = -0.5 must be a number in \[0, 10\]'):
         load_config(None, {'train.state_noise': -0.5})
     with pytest.raises(ValueError, match="data.end_at_success = 'yes' must be true, false or "

@@ -8,6 +8,7 @@ import onnx
 import pytest
 import torch
 
+from bc_robot.core.pose import rot6d_to_matrix
 from bc_robot.core.spec import CameraSpec, NormStats, load_spec
 from bc_robot.learning.config import ModelConfig
 from bc_robot.learning.export import ExportParityError, export_policy, ort_session
@@ -29,14 +30,15 @@ def _stats() -> dict[str, NormStats]:
 
 
 def _policy(head: str, options: dict | None = None, relative: bool | str = False,
-            dropout: float = 0.0) -> BCPolicy:
+            dropout: float = 0.0, action_frame: str = 'world') -> BCPolicy:
     torch.manual_seed(0)
     arch = PolicyArch(head=head, cameras=CAMERAS, state_keys=STATE_KEYS, history=2,
                       chunk_length=4, control_rate_hz=20.0,
                       action_representation='ee_pose_rot6d_gripper',
                       model=ModelConfig(channels=(8, 16), keypoints=8, d_model=32,
                                         state_hidden=16, relative_position=relative,
-                                        dropout=dropout, head_options=options or {}))
+                                        dropout=dropout, action_frame=action_frame,
+                                        head_options=options or {}))
     return BCPolicy(arch, _stats())
 
 
@@ -123,6 +125,30 @@ def test_relative_position_is_added_back_inside_the_graph(head, relative, tmp_pa
     anchored[axes] += observation['state'][-1, axes]
     np.testing.assert_allclose(chunk[:, :3], np.broadcast_to(anchored, (4, 3)), atol=1e-5)
     np.testing.assert_allclose(chunk[:, 3:], np.broadcast_to(mean[3:], (4, 7)), atol=1e-5)
+
+
+def test_tool_frame_actions_are_turned_back_into_the_base_frame_inside_the_graph(tmp_path):
+    """model.action_frame: tool: the head predicts in the TCP's frame; the graph outputs
+    base-frame targets p_tcp + R·p, R·(rot6d columns), with R from the state's ee_rot6d."""
+    policy = _policy('flow', relative=True, action_frame='tool')
+    last = [m for m in policy.head.modules() if isinstance(m, torch.nn.Linear)][-1]
+    torch.nn.init.zeros_(last.weight)
+    torch.nn.init.zeros_(last.bias)
+    export_policy(policy, _stats(), tmp_path / 'tool', _observations(4))
+    session = ort_session(tmp_path / 'tool' / 'policy.onnx')
+    observation = _observations(1, seed=5)[0]
+    feed = {'image.front': observation['image.front'][None],
+            'image.wrist': observation['image.wrist'][None],
+            'state': observation['state'][None], 'prefix': np.zeros((1, 4, 10), np.float32),
+            'prefix_weights': np.zeros((1, 4), np.float32),
+            'noise': np.zeros((1, 4, 10), np.float32)}
+    chunk = session.run(None, feed)[0][0]
+    mean = np.asarray(_stats()['action'].mean, np.float64)
+    latest = observation['state'][-1].astype(np.float64)
+    rotation = rot6d_to_matrix(latest[3:9])
+    expected = np.r_[latest[:3] + rotation @ mean[:3], rotation @ mean[3:6],
+                     rotation @ mean[6:9], mean[9]]
+    np.testing.assert_allclose(chunk, np.broadcast_to(expected, (4, 10)), atol=1e-5)
 
 
 @pytest.mark.parametrize('head', ['flow', 'diffusion'])

@@ -86,7 +86,7 @@ def test_train_resume_export_and_init(episodes, tmp_path, capsys):
                  str(tmp_path / 'mixed'), '--steps', '2', '--init', str(run),
                  '--set', 'model.relative_position=xy', *TINY])
     assert code == 2
-    assert 'model.relative_position is False there and xy here' in capsys.readouterr().err
+    assert 'action_frame are False / world there and xy / world here' in capsys.readouterr().err
 
     # `bc-robot export` of a run folder, with a sampler setting.
     code = main(['export', str(tmp_path / 'fine'), '--out', str(tmp_path / 'flow_model'),

@@ -21,6 +21,7 @@ TRAINABLE_HEADS = tuple(h for h in HEAD_TYPES if h != 'test')
 ARM_JOINTS = tuple(f'joint{i}' for i in range(1, 8))
 FINGER_JOINTS = ('finger_joint1', 'finger_joint2')
 POSITION_AXES = 'xyz'
+ACTION_FRAMES = ('world', 'tool')  # model.action_frame (learning/frames.py)
 
 
 def _require(condition: bool, message: str) -> None:
@@ -173,6 +174,10 @@ class ModelConfig:
     # true = every axis, or the axes to make relative ('xy': a table-top task's heights stay
     # absolute, so a small bias in predicted height cannot accumulate chunk after chunk).
     relative_position: bool | str = False
+    # 'tool': positions relative to the TCP on every axis and, with the orientation, in the
+    # TCP's own frame (learning/frames.py), so a push along the paddle is one action whatever
+    # its direction on the table; 'world': the base frame.
+    action_frame: str = 'world'
     head_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -193,6 +198,12 @@ class ModelConfig:
             and len(set(axes)) == len(axes)),
             f'model.relative_position must be true, false or distinct axes from '
             f'{POSITION_AXES!r} (e.g. xy), got {axes!r}')
+        _require(self.action_frame in ACTION_FRAMES,
+                 f'model.action_frame must be one of {", ".join(ACTION_FRAMES)}, got '
+                 f'{self.action_frame!r}')
+        _require(self.action_frame == 'world' or self.relative_axes == (0, 1, 2),
+                 f'model.action_frame: tool predicts every position axis relative to the TCP: '
+                 f'it needs model.relative_position: true, got {self.relative_position!r}')
         _require(isinstance(self.head_options, dict),
                  f'model.head_options must be a mapping, got {self.head_options!r}')
 
@@ -270,6 +281,13 @@ class TrainConfig:
         _require(not self.model.relative_axes or 'ee_position' in self.data.state_keys,
                  f'model.relative_position needs ee_position in data.state_keys, got '
                  f'{list(self.data.state_keys)}')
+        if self.model.action_frame == 'tool':
+            _require('ee_rot6d' in self.data.state_keys,
+                     f'model.action_frame: tool needs ee_rot6d in data.state_keys, got '
+                     f'{list(self.data.state_keys)}')
+            _require(self.data.action_representation == 'ee_pose_rot6d_gripper',
+                     f'model.action_frame: tool needs data.action_representation '
+                     f'ee_pose_rot6d_gripper, got {self.data.action_representation!r}')
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -15,6 +15,7 @@ import torch
 
 from bc_robot.core.spec import NormStats
 from bc_robot.learning.convert import EpisodeArrays
+from bc_robot.learning.frames import ActionFrame
 
 # Per-dimension std below this is treated as this (a constant dimension, e.g. the gripper
 # in a task that never closes it, or a fixed orientation): normalizing by ~0 would blow up.
@@ -51,25 +52,20 @@ def vector_stats(rows: np.ndarray, name: str) -> NormStats:
                      high=tuple(high))
 
 
-def relative_actions(episode: EpisodeArrays, ee_position: slice,
-                     mask: Sequence[float] = (1.0, 1.0, 1.0)) -> np.ndarray:
-    """The episode's label chunks with each position made relative to the ee_position of
-    the sample's latest observation on the axes where `mask` is 1 (what
-    `model.relative_position` predicts)."""
-    actions = episode.actions.astype(np.float64)
-    anchor = episode.state[episode.history[:, -1], ee_position] * np.asarray(mask)
-    actions[:, :, :3] -= anchor[:, None, :]
-    return actions
+def model_frame_actions(episode: EpisodeArrays, frame: ActionFrame) -> np.ndarray:
+    """The episode's label chunks in the frame the network predicts in (relative to, or in
+    the frame of, the TCP of each sample's latest observation: `frame`)."""
+    latest = torch.from_numpy(episode.state[episode.history[:, -1]].astype(np.float64))
+    actions = torch.from_numpy(episode.actions.astype(np.float64))
+    return frame.to_model(actions, latest).numpy()
 
 
-def compute_stats(episodes: Sequence[EpisodeArrays], ee_position: slice | None = None,
-                  mask: Sequence[float] = (1.0, 1.0, 1.0)) -> dict[str, NormStats]:
+def compute_stats(episodes: Sequence[EpisodeArrays], frame: ActionFrame | None = None
+                  ) -> dict[str, NormStats]:
     """'state' and 'action' statistics over the (training) episodes: every observation's
-    state, every valid label of every chunk (relative to the latest measured position on
-    the `mask` axes when `ee_position`, its slice of the state vector, is given)."""
-    actions = np.concatenate([
-        (e.actions if ee_position is None else relative_actions(e, ee_position, mask))[e.valid]
-        for e in episodes])
+    state, every valid label of every chunk, in the network's action frame."""
+    frame = frame or ActionFrame()
+    actions = np.concatenate([model_frame_actions(e, frame)[e.valid] for e in episodes])
     stats = {'action': vector_stats(actions, 'action')}
     if episodes and episodes[0].state.shape[1] > 0:
         stats['state'] = vector_stats(np.concatenate([e.state for e in episodes]), 'state')

@@ -18,6 +18,7 @@ from bc_robot.core.spec import ACTION_DIMS, STATE_KEY_DIMS, CameraSpec, NormStat
 from bc_robot.core.state import state_slice
 from bc_robot.learning.config import ModelConfig, TrainConfig
 from bc_robot.learning.dataset import Batch
+from bc_robot.learning.frames import ActionFrame
 from bc_robot.learning.heads import HEADS, DiscreteHead
 from bc_robot.learning.nets import MLP, CameraEncoder, random_shift
 
@@ -43,16 +44,16 @@ class PolicyArch:
         return ACTION_DIMS[self.action_representation]
 
     @property
-    def relative_anchor(self) -> slice | None:
-        """The state slice positions are predicted relative to (None: absolute)."""
-        return state_slice(self.state_keys, 'ee_position') if self.model.relative_axes \
-            else None
-
-    @property
-    def relative_mask(self) -> tuple[float, float, float]:
-        """Per position axis: 1 where it is predicted relative to the anchor, 0 where
-        absolute."""
-        return tuple(float(i in self.model.relative_axes) for i in range(3))
+    def action_frame(self) -> ActionFrame:
+        """The frame the network predicts in (model.relative_position, model.action_frame)."""
+        m = self.model
+        if not m.relative_axes:
+            return ActionFrame()
+        return ActionFrame(
+            position=state_slice(self.state_keys, 'ee_position'),
+            mask=tuple(float(i in m.relative_axes) for i in range(3)),
+            rotation=state_slice(self.state_keys, 'ee_rot6d') if m.action_frame == 'tool'
+            else None)
 
     @classmethod
     def from_config(cls, config: TrainConfig) -> PolicyArch:
@@ -143,9 +144,7 @@ class BCPolicy(nn.Module):
         self.register_buffer('action_std', _stats_tensor(stats.get('action'), 'std', a, 1.0))
         self.register_buffer('state_mean', _stats_tensor(stats.get('state'), 'mean', s, 0.0))
         self.register_buffer('state_std', _stats_tensor(stats.get('state'), 'std', s, 1.0))
-        self.anchor = arch.relative_anchor
-        # built once (not per forward); not persistent: it follows from the arch
-        self.register_buffer('anchor_mask', torch.tensor(arch.relative_mask), persistent=False)
+        self.frame = arch.action_frame
         self.encoder = ObsEncoder(arch)
         head_cls = HEADS[arch.head]
         options = dict(arch.model.head_options)
@@ -167,19 +166,10 @@ class BCPolicy(nn.Module):
     def accepts_prefix(self) -> bool:
         return bool(self.head.accepts_prefix)
 
-    def _anchor(self, state: torch.Tensor | None, actions: torch.Tensor) -> torch.Tensor | float:
-        """What to add to a predicted chunk: the latest measured ee_position on the position
-        axes `model.relative_position` makes relative, else nothing."""
-        if self.anchor is None or state is None:
-            return 0.0
-        position = state[:, -1, self.anchor] * self.anchor_mask.to(state.dtype)
-        rest = torch.zeros(position.shape[0], actions.shape[-1] - 3, dtype=actions.dtype,
-                           device=actions.device)
-        return torch.cat([position.to(actions.dtype), rest], -1)[:, None, :]
-
     def normalize_actions(self, actions: torch.Tensor, state: torch.Tensor | None
                           ) -> torch.Tensor:
-        return (actions - self._anchor(state, actions) - self.action_mean) / self.action_std
+        latest = state[:, -1] if state is not None else None
+        return (self.frame.to_model(actions, latest) - self.action_mean) / self.action_std
 
     def encode(self, images: dict[str, torch.Tensor], state: torch.Tensor | None):
         state_n = (state - self.state_mean) / self.state_std if state is not None \
@@ -223,7 +213,7 @@ class BCPolicy(nn.Module):
             noise = torch.zeros_like(prefix_n)
         out = self.head.sample(ctx, tokens, noise, prefix_n, prefix_weights)
         out = out * self.action_std + self.action_mean
-        return out + self._anchor(state, out)
+        return self.frame.from_model(out, state[:, -1] if state is not None else None)
 
 
 class ExportModule(nn.Module):

@@ -259,7 +259,7 @@ def train(config: TrainConfig, episodes: list[EpisodeArrays], run_dir: str | Pat
         val_eps = []
     val_set = ChunkDataset(val_eps, cams) if val_eps else None
     arch = PolicyArch.from_config(config)
-    stats = compute_stats(train_eps, arch.relative_anchor, arch.relative_mask)
+    stats = compute_stats(train_eps, arch.action_frame)
 
     resume_data = load_checkpoint(ckpt_dir / 'last.pt') if resume else None
     if resume_data is not None:
@@ -269,10 +269,12 @@ def train(config: TrainConfig, episodes: list[EpisodeArrays], run_dir: str | Pat
         # Fine-tuning keeps the earlier policy's normalization: its weights mean something
         # only in those units (which is why absolute and relative positions cannot mix).
         earlier = PolicyArch.from_json(json.loads(init_data['arch'])).model
-        if earlier.relative_axes != config.model.relative_axes:
-            raise ValueError(f'--init {init}: model.relative_position is '
-                             f'{earlier.relative_position} there and '
-                             f'{config.model.relative_position} here; fine-tune with the same')
+        if (earlier.relative_axes, earlier.action_frame) != (config.model.relative_axes,
+                                                              config.model.action_frame):
+            raise ValueError(f'--init {init}: model.relative_position / action_frame are '
+                             f'{earlier.relative_position} / {earlier.action_frame} there and '
+                             f'{config.model.relative_position} / {config.model.action_frame} '
+                             f'here; fine-tune with the same')
         stats = stats_from_json(init_data['stats'])
     policy = BCPolicy(arch, stats)
     head_loaded = _init_from(policy, init_data) if init_data is not None else False
