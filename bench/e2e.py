@@ -110,7 +110,9 @@ def virtual_figures(summary: dict, delay: float, executor: str, rate_hz: float) 
         'task_time_s': percentiles([r['time_to_success'] for r in results if r['success']]),
         'obs_to_target_ms': {}, 'delay_measured_ms': {}, 'log': '',
         'per_seed': [{'seed': r['seed'], 'success': r['success'],
-                      'final_distance': r['final_distance']} for r in results],
+                      'final_distance': r['final_distance'],
+                      'contact_lateral_m': r.get('contact_lateral_m'),
+                      'push_heading_deg': r.get('push_heading_deg')} for r in results],
     }
 
 

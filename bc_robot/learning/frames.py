@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+
 def rot6d_to_rotation(rot6d: torch.Tensor) -> torch.Tensor:
     """[..., 6] (first two columns) → [..., 3, 3] by Gram-Schmidt, as core.pose does; written
     with elementwise ops only so the ONNX exporter needs nothing special."""
