@@ -62,24 +62,23 @@ class ActionFrame:
         latest state [B, D]."""
         if self.position is None or state is None:
             return actions
-        position = actions[..., :3] - self._offset(state, actions)
+        shifted = torch.cat([actions[..., :3] - self._offset(state, actions), actions[..., 3:]],
+                            -1)
         if self.rotation is None:
-            return torch.cat([position, actions[..., 3:]], -1)
-        rotation = self._rotation(state, actions)
-        blocks = [position, actions[..., 3:6], actions[..., 6:9]]
-        # Rᵀ v for each 3-vector: the position offset and both rot6d columns
-        rotated = [(rotation.transpose(-1, -2) @ v[..., None])[..., 0] for v in blocks]
-        return torch.cat([*rotated, actions[..., 9:]], -1)
+            return shifted
+        return _rotate(shifted, self._rotation(state, actions))  # Rᵀ·v
 
     def from_model(self, actions: torch.Tensor, state: torch.Tensor | None) -> torch.Tensor:
         """The inverse of `to_model`: what the graph outputs."""
         if self.position is None or state is None:
             return actions
-        if self.rotation is None:
-            return torch.cat([actions[..., :3] + self._offset(state, actions), actions[..., 3:]],
-                             -1)
-        rotation = self._rotation(state, actions)
-        blocks = [actions[..., :3], actions[..., 3:6], actions[..., 6:9]]
-        position, column_x, column_y = [(rotation @ v[..., None])[..., 0] for v in blocks]
-        return torch.cat([position + self._offset(state, actions), column_x, column_y,
-                          actions[..., 9:]], -1)
+        if self.rotation is not None:
+            actions = _rotate(actions, self._rotation(state, actions).transpose(-1, -2))  # R·v
+        return torch.cat([actions[..., :3] + self._offset(state, actions), actions[..., 3:]], -1)
+
+
+def _rotate(actions: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """matrixᵀ·v for each 3-vector of an action (the position and both rot6d columns), as
+    rows: vᵀ·matrix."""
+    rows = actions[..., :9].unflatten(-1, (3, 3)) @ matrix
+    return torch.cat([rows.flatten(-2), actions[..., 9:]], -1)

@@ -130,6 +130,6 @@ class PushContactProbe:
         if self.contact_lateral_m is None and distance >= self.contact_m:
             offset = np.asarray(tcp_xy, dtype=np.float64)[:2] - cube
             self.contact_lateral_m = float(offset @ self.normal)
-        if self.heading_deg is None and distance >= self.heading_m:
+        if distance >= self.heading_m:
             self.heading_deg = math.degrees(math.atan2(float(moved @ self.normal),
                                                        float(moved @ self.direction)))
