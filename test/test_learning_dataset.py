@@ -94,6 +94,38 @@ def test_simulation_ground_truth_state_is_relative_to_the_tcp(demo):
                                                               (len(ep), 2)), atol=1e-6)
 
 
+def test_auxiliary_keys_are_targets_beside_the_state_not_in_it(demo):
+    """data.auxiliary_keys: the same offsets the state key would carry, kept apart from the
+    encoder's input; batches hand over the latest observation's, statistics cover them."""
+    given = convert_episode(demo, SIM_CONFIG)
+    aux = convert_episode(demo, replace(SIM_CONFIG, state_keys=('ee_position', 'gripper'),
+                                        auxiliary_keys=('sim_objects',)))
+    assert aux.state.shape[1] == 4 and aux.auxiliary.shape == (len(aux), 5)
+    np.testing.assert_array_equal(aux.auxiliary, given.state[:, 4:9])
+    np.testing.assert_array_equal(aux.state, given.state[:, :4])
+    assert convert_episode(demo, CONFIG).auxiliary.shape == (60, 0)
+    dataset = ChunkDataset([aux], ['front'])
+    batch = dataset.batch(np.array([0, 7, 30]))
+    np.testing.assert_array_equal(batch.auxiliary.numpy(), aux.auxiliary[[0, 7, 30]])
+    stats = compute_stats([aux])
+    np.testing.assert_allclose(stats['auxiliary'].mean, aux.auxiliary.mean(0), atol=1e-6)
+    assert 'auxiliary' not in compute_stats([given])
+
+
+def test_auxiliary_keys_need_their_topic_and_refuse_given_keys(tmp_path):
+    bare = write_episode(tmp_path / 'bare', SyntheticEpisode(
+        goal=GOAL, duration_s=1.0, cameras=('front',), drop_topics=('/sim/task_state',)))
+    with pytest.raises(ValueError, match='/sim/task_state'):
+        convert_episode(bare, replace(CONFIG, auxiliary_keys=('sim_objects',)))
+    with pytest.raises(ValueError, match=r"auxiliary_keys \['gripper'\] are already in "
+                                         r"data.state_keys"):
+        DataConfig(auxiliary_keys=('gripper',))
+    with pytest.raises(ValueError, match="auxiliary_keys entry 'cube' is unknown"):
+        DataConfig(auxiliary_keys=('cube',))
+    with pytest.raises(ValueError, match=r'train.auxiliary_weight = -1 must be a number'):
+        load_config(None, {'train.auxiliary_weight': -1})
+
+
 def test_end_at_success_drops_what_follows_the_first_success(tmp_path):
     path = write_episode(tmp_path / 'ep', SyntheticEpisode(
         goal=GOAL, duration_s=2.0, cameras=('front',), success_at_s=1.2))

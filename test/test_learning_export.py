@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 import pytest
 import torch
 
 from bc_robot.core.pose import rot6d_to_matrix
 from bc_robot.core.spec import CameraSpec, NormStats, load_spec
 from bc_robot.learning.config import ModelConfig
+from bc_robot.learning.dataset import Batch, vector_stats
 from bc_robot.learning.export import ExportParityError, export_policy, ort_session
 from bc_robot.learning.policy import BCPolicy, ExportModule, PolicyArch
 
@@ -30,16 +32,19 @@ def _stats() -> dict[str, NormStats]:
 
 
 def _policy(head: str, options: dict | None = None, relative: bool | str = False,
-            dropout: float = 0.0, action_frame: str = 'world') -> BCPolicy:
+            dropout: float = 0.0, action_frame: str = 'world',
+            auxiliary_keys: tuple[str, ...] = (),
+            stats: dict[str, NormStats] | None = None) -> BCPolicy:
     torch.manual_seed(0)
     arch = PolicyArch(head=head, cameras=CAMERAS, state_keys=STATE_KEYS, history=2,
                       chunk_length=4, control_rate_hz=20.0,
                       action_representation='ee_pose_rot6d_gripper',
+                      auxiliary_keys=auxiliary_keys,
                       model=ModelConfig(channels=(8, 16), keypoints=8, d_model=32,
                                         state_hidden=16, relative_position=relative,
                                         dropout=dropout, action_frame=action_frame,
                                         head_options=options or {}))
-    return BCPolicy(arch, _stats())
+    return BCPolicy(arch, stats or _stats())
 
 
 def _observations(count: int, seed: int = 1) -> list[dict[str, np.ndarray]]:
@@ -184,6 +189,65 @@ def test_stochastic_heads_draw_from_the_noise_input(tmp_path):
     first = session.run(['actions'], dict(feed, noise=a))[0]
     assert np.array_equal(first, session.run(['actions'], dict(feed, noise=a))[0])
     assert not np.allclose(first, session.run(['actions'], dict(feed, noise=b))[0])
+
+
+def _square_batch(count: int, seed: int) -> Batch:
+    """Front images with one bright square; the auxiliary target is where it is."""
+    rng = np.random.default_rng(seed)
+    front = np.zeros((count, 2, 16, 20, 3), np.uint8)
+    where = rng.integers(0, [12, 16], (count, 2))
+    for i, (row, col) in enumerate(where):
+        front[i, :, row:row + 4, col:col + 4] = 255
+    state = np.tile(np.r_[0.5, 0, 0.2, 1, 0, 0, 0, -1, 0, 1].astype(np.float32), (count, 2, 1))
+    auxiliary = np.c_[where / 100.0, np.zeros((count, 3))].astype(np.float32)
+    return Batch(images={'front': torch.from_numpy(front),
+                         'wrist': torch.zeros(count, 2, 16, 16, 3, dtype=torch.uint8)},
+                 state=torch.from_numpy(state),
+                 actions=torch.from_numpy(np.tile(np.asarray(_stats()['action'].mean,
+                                                             np.float32), (count, 4, 1))),
+                 valid=torch.ones(count, 4, dtype=torch.bool), weight=torch.ones(count),
+                 auxiliary=torch.from_numpy(auxiliary))
+
+
+def test_auxiliary_targets_are_learned_and_stay_out_of_the_graph(tmp_path):
+    """data.auxiliary_keys: the encoder learns to read the square's position from the image
+    (measured against predicting the mean), and the exported graph is the same graph as
+    without them: same inputs, same operators, parity."""
+    train, held_out = _square_batch(256, seed=0), _square_batch(64, seed=1)
+    stats = {**_stats(), 'auxiliary': vector_stats(train.auxiliary.numpy(), 'auxiliary')}
+    policy = _policy('mse', auxiliary_keys=('sim_objects',), stats=stats)
+    where = held_out.auxiliary[:, :2]
+    spread = float((where - train.auxiliary[:, :2].mean(0)).square().mean().sqrt())
+    optimizer = torch.optim.Adam(policy.parameters(), lr=3e-3)
+    for step in range(150):
+        pick = torch.from_numpy(np.random.default_rng(step).integers(0, 256, 64))
+        batch = Batch({k: v[pick] for k, v in train.images.items()}, train.state[pick],
+                      train.actions[pick], train.valid[pick], train.weight[pick],
+                      train.auxiliary[pick])
+        optimizer.zero_grad()
+        policy.loss(batch).backward()
+        optimizer.step()
+    policy.eval()
+    miss = policy.predict_auxiliary(held_out.images, held_out.state)[:, :2] - where
+    assert float(miss.square().mean().sqrt()) < 0.5 * spread
+    with pytest.raises(ValueError, match=r"predict \['sim_objects'\] \(5 values\); the "
+                                         r"batch has None"):
+        policy(held_out.images, held_out.state, held_out.actions, held_out.valid,
+               held_out.weight)
+    with pytest.raises(ValueError, match='no auxiliary keys'):
+        _policy('mse').predict_auxiliary(held_out.images, held_out.state)
+
+    with torch.no_grad():  # a value nothing else in the network holds
+        policy.auxiliary[-1].bias.fill_(1234.5)
+    result = export_policy(policy, stats, tmp_path / 'aux', _observations(4))
+    export_policy(_policy('mse'), _stats(), tmp_path / 'plain', _observations(4))
+    assert result.max_error <= 1e-3
+    graphs = [onnx.load(str(tmp_path / name / 'policy.onnx')).graph for name in ('aux', 'plain')]
+    assert [i.name for i in graphs[0].input] == [i.name for i in graphs[1].input]
+    assert [o.name for o in graphs[0].output] == [o.name for o in graphs[1].output]
+    assert not any(np.any(onnx.numpy_helper.to_array(t) == np.float32(1234.5))
+                   for t in graphs[0].initializer)
+    assert load_spec(tmp_path / 'aux').normalization.keys() == {'action', 'state'}
 
 
 def test_disagreement_beyond_tolerance_writes_nothing(tmp_path):

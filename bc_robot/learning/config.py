@@ -45,6 +45,11 @@ class DataConfig:
     cameras: tuple[CameraSpec, ...] = (CameraSpec('front', 64, 64),)
     camera_topics: dict[str, str] = field(default_factory=dict)  # name → topic override
     state_keys: tuple[str, ...] = ('ee_position', 'ee_rot6d', 'gripper')
+    # State keys the encoder learns to predict from its inputs (weight train.auxiliary_weight)
+    # without being given them: `sim_objects` teaches the cameras where the cube and goal
+    # are, from positions every simulated recording carries, and the policy still deploys
+    # on images and proprioception alone.
+    auxiliary_keys: tuple[str, ...] = ()
     history: int = 1
     chunk_length: int = 16
     control_rate_hz: float = 20.0
@@ -101,6 +106,13 @@ class DataConfig:
                                             f'{", ".join(STATE_KEY_DIMS)}')
         _require(bool(cams) or bool(self.state_keys),
                  'data needs at least one camera or state key')
+        object.__setattr__(self, 'auxiliary_keys', tuple(self.auxiliary_keys))
+        for key in self.auxiliary_keys:
+            _require(key in STATE_KEY_DIMS, f'data.auxiliary_keys entry {key!r} is unknown; '
+                                            f'known: {", ".join(STATE_KEY_DIMS)}')
+        given = sorted(set(self.auxiliary_keys) & set(self.state_keys))
+        _require(not given, f'data.auxiliary_keys {given} are already in data.state_keys: the '
+                            f'encoder is given them, there is nothing to predict')
         _number('data.history', self.history, 1, 64, integer=True)
         _number('data.chunk_length', self.chunk_length, 1, 1000, integer=True)
         _number('data.control_rate_hz', self.control_rate_hz, 1.0, 1000.0)
@@ -132,6 +144,14 @@ class DataConfig:
     @property
     def state_dim(self) -> int:
         return sum(STATE_KEY_DIMS[k] for k in self.state_keys)
+
+    @property
+    def auxiliary_dim(self) -> int:
+        return sum(STATE_KEY_DIMS[k] for k in self.auxiliary_keys)
+
+    @property
+    def reads_sim_objects(self) -> bool:
+        return 'sim_objects' in self.state_keys or 'sim_objects' in self.auxiliary_keys
 
     def camera_topic(self, name: str) -> str:
         return self.camera_topics.get(name, f'/camera/{name}/image_raw')
@@ -244,6 +264,9 @@ class OptimConfig:
     # Loss weight of chunk steps past the episode end (their label is the last action held):
     # 1 teaches the policy to hold still at the end, 0 masks them out as ACT does.
     padding_weight: float = 1.0
+    # Weight of the data.auxiliary_keys regression (per normalized dimension, mean squared
+    # error) next to the head's loss.
+    auxiliary_weight: float = 1.0
 
     def __post_init__(self) -> None:
         _number('train.steps', self.steps, 1, 10_000_000, integer=True)
@@ -263,6 +286,7 @@ class OptimConfig:
         _number('train.max_minutes', self.max_minutes, 0.0, 1e6)
         _number('train.max_cpu_minutes', self.max_cpu_minutes, 0.0, 1e6)
         _number('train.padding_weight', self.padding_weight, 0.0, 1.0)
+        _number('train.auxiliary_weight', self.auxiliary_weight, 0.0, 100.0)
 
 
 @dataclass(frozen=True)

@@ -69,23 +69,29 @@ class EpisodeArrays:
     valid: np.ndarray                 # bool [N, chunk] False past the end of the commands
     human: np.ndarray                 # bool [N] the human drove at this observation
     weights: np.ndarray               # float32 [N] sample weight (HG-DAgger options)
+    auxiliary: np.ndarray | None = None  # float32 [N, aux_dim] data.auxiliary_keys (None: none)
     kind: str = 'demo'                # 'demo' or 'dagger'
     metadata: dict[str, Any] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.auxiliary is None:
+            self.auxiliary = np.zeros((len(self), 0), dtype=np.float32)
 
     def __len__(self) -> int:
         return int(self.times.shape[0])
 
     def check(self) -> None:
         n = len(self)
-        for name, array in [('state', self.state), ('history', self.history),
+        for name, array in [('state', self.state), ('auxiliary', self.auxiliary),
+                            ('history', self.history),
                             ('actions', self.actions), ('valid', self.valid),
                             ('human', self.human), ('weights', self.weights),
                             *[(f'image {k}', v) for k, v in self.images.items()]]:
             if array.shape[0] != n:
                 raise ValueError(f'{self.source}: {name} has {array.shape[0]} rows, expected {n}')
-        if not np.all(np.isfinite(self.actions)) or not np.all(np.isfinite(self.state)):
-            raise ValueError(f'{self.source}: non-finite state or action values')
+        if not all(np.all(np.isfinite(a)) for a in (self.actions, self.state, self.auxiliary)):
+            raise ValueError(f'{self.source}: non-finite state, auxiliary or action values')
         if self.history.size and (self.history.min() < 0 or self.history.max() >= n):
             raise ValueError(f'{self.source}: history index out of range')
 
@@ -268,7 +274,7 @@ def convert_episode(path: str | Path, config: DataConfig,
         config.joint_states_topic, config.current_pose_topic, *config.human_target_topics,
         config.human_gripper_topic, config.executed_target_topic,
         config.executed_gripper_topic, config.policy_target_topic, config.intervention_topic}
-    if 'sim_objects' in config.state_keys or config.end_at_success:
+    if config.reads_sim_objects or config.end_at_success:
         topics.add(config.task_state_topic)
     episode = read_episode(path, topics=topics, transform=_camera_transform(config))
     where = _files(episode)
@@ -296,9 +302,9 @@ def convert_episode(path: str | Path, config: DataConfig,
         poses.add(float(t), _pose(msg, where, config.current_pose_topic).as_vector())
 
     task_states = _task_states(episode, clock, config) \
-        if 'sim_objects' in config.state_keys or config.end_at_success else []
+        if config.reads_sim_objects or config.end_at_success else []
     objects = None
-    if 'sim_objects' in config.state_keys:
+    if config.reads_sim_objects:
         episode.require(config.task_state_topic)  # names the file and the missing topic
         objects = _sim_objects(task_states, config.task_state_topic, where)
 
@@ -366,6 +372,7 @@ def convert_episode(path: str | Path, config: DataConfig,
     # Observations.
     dropped: Counter[str] = Counter()
     stamps, images, states, chunks, valids = [], {c: [] for c in frames}, [], [], []
+    auxiliary = []
     offsets = dt * np.arange(config.chunk_length)
     for index, ts in enumerate(reference_times):
         ts = float(ts)
@@ -394,8 +401,10 @@ def convert_episode(path: str | Path, config: DataConfig,
         if objects is not None and object_value is None:
             dropped[f'skew {config.task_state_topic}'] += 1
             continue
-        state = build_state_vector(config.state_keys, pose, joint_vector[-1], joint_vector[:-1],
-                                   object_value[0] if object_value is not None else None)
+        measurement = (pose, joint_vector[-1], joint_vector[:-1],
+                       object_value[0] if object_value is not None else None)
+        state = build_state_vector(config.state_keys, *measurement)
+        auxiliary.append(build_state_vector(config.auxiliary_keys, *measurement))
         label_times = ts + offsets
         driver = human_at(label_times)
         chunk = np.zeros((config.chunk_length, config.action_dim))
@@ -438,7 +447,9 @@ def convert_episode(path: str | Path, config: DataConfig,
         state=np.asarray(states, dtype=np.float32).reshape(n, config.state_dim),
         history=history, actions=np.asarray(chunks, dtype=np.float32),
         valid=np.asarray(valids, dtype=bool), human=human_obs,
-        weights=dagger_weights(stamps_arr, human_obs, takeovers, kind, dagger), kind=kind,
+        weights=dagger_weights(stamps_arr, human_obs, takeovers, kind, dagger),
+        auxiliary=np.asarray(auxiliary, dtype=np.float32).reshape(n, config.auxiliary_dim),
+        kind=kind,
         metadata=dict(episode.metadata), dropped=dict(dropped))
     arrays.check()
     return arrays

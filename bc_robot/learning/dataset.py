@@ -67,8 +67,9 @@ def compute_stats(episodes: Sequence[EpisodeArrays], frame: ActionFrame | None =
     frame = frame or ActionFrame()
     actions = np.concatenate([model_frame_actions(e, frame)[e.valid] for e in episodes])
     stats = {'action': vector_stats(actions, 'action')}
-    if episodes and episodes[0].state.shape[1] > 0:
-        stats['state'] = vector_stats(np.concatenate([e.state for e in episodes]), 'state')
+    for key in ('state', 'auxiliary'):
+        if episodes and getattr(episodes[0], key).shape[1] > 0:
+            stats[key] = vector_stats(np.concatenate([getattr(e, key) for e in episodes]), key)
     return stats
 
 
@@ -79,11 +80,12 @@ class Batch:
     actions: torch.Tensor            # float32 [B, H, A] raw units
     valid: torch.Tensor              # bool [B, H] False where the chunk ran past the end
     weight: torch.Tensor             # float32 [B]
+    auxiliary: torch.Tensor          # float32 [B, D_aux] raw units, at the latest observation
 
     def to(self, device: torch.device) -> Batch:
         return Batch({k: v.to(device, non_blocking=True) for k, v in self.images.items()},
                      self.state.to(device), self.actions.to(device), self.valid.to(device),
-                     self.weight.to(device))
+                     self.weight.to(device), self.auxiliary.to(device))
 
     def __len__(self) -> int:
         return int(self.actions.shape[0])
@@ -105,6 +107,7 @@ class ChunkDataset:
                 raise ValueError(f'{e.source}: no frames for camera(s) {missing}')
         self.images = {c: np.concatenate([e.images[c] for e in episodes]) for c in self.cameras}
         self.state = np.concatenate([e.state for e in episodes]).astype(np.float32)
+        self.auxiliary = np.concatenate([e.auxiliary for e in episodes]).astype(np.float32)
         self.actions = np.concatenate([e.actions for e in episodes]).astype(np.float32)
         self.valid = np.concatenate([e.valid for e in episodes])
         self.weights = np.concatenate([e.weights for e in episodes]).astype(np.float32)
@@ -133,7 +136,8 @@ class ChunkDataset:
             state=torch.from_numpy(self.state[obs]),
             actions=torch.from_numpy(self.actions[indices]),
             valid=torch.from_numpy(self.valid[indices]),
-            weight=torch.from_numpy(self.weights[indices]))
+            weight=torch.from_numpy(self.weights[indices]),
+            auxiliary=torch.from_numpy(self.auxiliary[obs[:, -1]]))
 
 
 class BatchSampler:

@@ -34,10 +34,16 @@ class PolicyArch:
     action_representation: str
     model: ModelConfig = field(default_factory=ModelConfig)
     padding_weight: float = 1.0
+    auxiliary_keys: tuple[str, ...] = ()  # predicted from the context, training only
+    auxiliary_weight: float = 1.0
 
     @property
     def state_dim(self) -> int:
         return sum(STATE_KEY_DIMS[k] for k in self.state_keys)
+
+    @property
+    def auxiliary_dim(self) -> int:
+        return sum(STATE_KEY_DIMS[k] for k in self.auxiliary_keys)
 
     @property
     def action_dim(self) -> int:
@@ -62,12 +68,15 @@ class PolicyArch:
                    history=d.history, chunk_length=d.chunk_length,
                    control_rate_hz=float(d.control_rate_hz),
                    action_representation=d.action_representation, model=config.model,
-                   padding_weight=float(config.train.padding_weight))
+                   padding_weight=float(config.train.padding_weight),
+                   auxiliary_keys=d.auxiliary_keys,
+                   auxiliary_weight=float(config.train.auxiliary_weight))
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data['cameras'] = [dict(dataclasses.asdict(c), crop=list(c.crop)) for c in self.cameras]
         data['state_keys'] = list(self.state_keys)
+        data['auxiliary_keys'] = list(self.auxiliary_keys)
         data['model']['channels'] = list(self.model.channels)
         return data
 
@@ -77,6 +86,7 @@ class PolicyArch:
         data['cameras'] = tuple(CameraSpec(**{**c, 'crop': tuple(c.get('crop', ()))})
                                 for c in data['cameras'])
         data['state_keys'] = tuple(data['state_keys'])
+        data['auxiliary_keys'] = tuple(data.get('auxiliary_keys', ()))
         data['model'] = ModelConfig(**data['model'])
         return cls(**data)
 
@@ -146,6 +156,15 @@ class BCPolicy(nn.Module):
         self.register_buffer('state_std', _stats_tensor(stats.get('state'), 'std', s, 1.0))
         self.frame = arch.action_frame
         self.encoder = ObsEncoder(arch)
+        # Not in the exported graph: sample() never reads it.
+        self.auxiliary = None
+        if arch.auxiliary_dim:
+            x = arch.auxiliary_dim
+            self.register_buffer('auxiliary_mean',
+                                 _stats_tensor(stats.get('auxiliary'), 'mean', x, 0.0))
+            self.register_buffer('auxiliary_std',
+                                 _stats_tensor(stats.get('auxiliary'), 'std', x, 1.0))
+            self.auxiliary = MLP(arch.model.d_model, arch.model.d_model, x, 2)
         head_cls = HEADS[arch.head]
         options = dict(arch.model.head_options)
         d, h = arch.model.d_model, arch.chunk_length
@@ -185,18 +204,36 @@ class BCPolicy(nn.Module):
 
     def loss(self, batch: Batch) -> torch.Tensor:
         """Weighted mean of per-sample losses (sample weights = HG-DAgger weighting)."""
-        return self(batch.images, batch.state, batch.actions, batch.valid, batch.weight)
+        return self(batch.images, batch.state, batch.actions, batch.valid, batch.weight,
+                    batch.auxiliary)
 
     def forward(self, images: dict[str, torch.Tensor], state: torch.Tensor,
-                actions: torch.Tensor, valid: torch.Tensor, weight: torch.Tensor
-                ) -> torch.Tensor:
-        """The training loss (forward is what DistributedDataParallel synchronises)."""
+                actions: torch.Tensor, valid: torch.Tensor, weight: torch.Tensor,
+                auxiliary: torch.Tensor | None = None) -> torch.Tensor:
+        """The training loss (forward is what DistributedDataParallel synchronises): the
+        head's, plus the auxiliary regression when the architecture has one."""
         ctx, tokens = self.encode(images, state)
         target = self.normalize_actions(actions, state)
         mask = torch.where(valid, torch.ones_like(weight[:, None]),
                            torch.full_like(weight[:, None], self.arch.padding_weight))
         per_sample = self.head.loss(ctx, tokens, target, mask)
+        if self.auxiliary is not None:
+            if auxiliary is None or auxiliary.shape[-1] != self.arch.auxiliary_dim:
+                raise ValueError(f'this policy learns to predict {list(self.arch.auxiliary_keys)}'
+                                 f' ({self.arch.auxiliary_dim} values); the batch has '
+                                 f'{None if auxiliary is None else auxiliary.shape[-1]}')
+            error = self.auxiliary(ctx) - (auxiliary - self.auxiliary_mean) / self.auxiliary_std
+            per_sample = per_sample + self.arch.auxiliary_weight * error.square().mean(-1)
         return (per_sample * weight).sum() / weight.sum().clamp_min(1e-6)
+
+    @torch.no_grad()
+    def predict_auxiliary(self, images: dict[str, torch.Tensor], state: torch.Tensor | None
+                          ) -> torch.Tensor:
+        """The auxiliary keys' values [B, D_aux] in raw units, as the encoder reads them."""
+        if self.auxiliary is None:
+            raise ValueError('this policy has no auxiliary keys (data.auxiliary_keys)')
+        ctx, _tokens = self.encode(images, state)
+        return self.auxiliary(ctx) * self.auxiliary_std + self.auxiliary_mean
 
     def sample(self, images: dict[str, torch.Tensor], state: torch.Tensor | None,
                noise: torch.Tensor | None = None, prefix: torch.Tensor | None = None,

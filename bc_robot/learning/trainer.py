@@ -218,9 +218,13 @@ def evaluate(policy: BCPolicy, dataset: ChunkDataset, device: torch.device,
         valid = batch.valid.float()
         position = float((error * valid).sum() / valid.sum().clamp_min(1))
         first = float(error[:, 0].mean())
+        metrics = {'val_loss': total / max(weight, 1.0), 'val_position_error_m': position,
+                   'val_first_action_error_m': first}
+        if policy.auxiliary is not None:
+            miss = policy.predict_auxiliary(batch.images, batch.state) - batch.auxiliary
+            metrics['val_auxiliary_rmse'] = float(miss.square().mean().sqrt())
     policy.train(was_training)
-    return {'val_loss': total / max(weight, 1.0), 'val_position_error_m': position,
-            'val_first_action_error_m': first}
+    return metrics
 
 
 def train(config: TrainConfig, episodes: list[EpisodeArrays], run_dir: str | Path,
@@ -275,7 +279,8 @@ def train(config: TrainConfig, episodes: list[EpisodeArrays], run_dir: str | Pat
                              f'{earlier.relative_position} / {earlier.action_frame} there and '
                              f'{config.model.relative_position} / {config.model.action_frame} '
                              f'here; fine-tune with the same')
-        stats = stats_from_json(init_data['stats'])
+        # (the auxiliary targets' own, when the earlier policy had none, are this data's)
+        stats = {**stats, **stats_from_json(init_data['stats'])}
     policy = BCPolicy(arch, stats)
     head_loaded = _init_from(policy, init_data) if init_data is not None else False
     policy.encoder.augment_shift = opt.augment_shift
@@ -351,7 +356,8 @@ def train(config: TrainConfig, episodes: list[EpisodeArrays], run_dir: str | Pat
     policy.train()
     while step < opt.steps:
         batch = train_set.batch(sampler.next()).to(dev)
-        loss = model(batch.images, batch.state, batch.actions, batch.valid, batch.weight)
+        loss = model(batch.images, batch.state, batch.actions, batch.valid, batch.weight,
+                     batch.auxiliary)
         if not torch.isfinite(loss):
             raise ValueError(f'training loss became {float(loss)} at step {step} '
                              f'(lower train.lr or check the data)')
