@@ -45,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              '~10x faster (push only); corrections always use the graph')
     parser.add_argument('--variants', nargs='+', default=['plain', 'weighted'],
                         choices=['plain', 'weighted'],
-                        help='aggregation variants (plain: every sample weighs 1; weighted: '
+                        help='aggregation variants (plain: HG-DAgger, demos and the human\'s '
+                             'corrections weigh 1, what the policy did alone 0; weighted: '
                              'the training config\'s intervention weighting)')
     parser.add_argument('--task', default='push', choices=('push', 'reach'))
     parser.add_argument('--head', default='mse',

@@ -4,8 +4,8 @@ config files, converter, trainer, exporter), and count the labelled samples that
 Two aggregation variants for HG-DAgger data, in the trainer's own terms (config/train/*.yaml
 `dagger:` section):
 
-- `plain`: every sample weighs 1 (demos, the human's corrections and the policy-driven
-  parts of correction episodes alike): plain aggregation of everything recorded.
+- `plain`: HG-DAgger's aggregation: demos and the human's corrections weigh 1, the
+  policy-driven parts of correction episodes 0 (what the policy did alone is not a label).
 - `weighted`: the config file's intervention weighting (IWR / Sirius style: corrections up,
   the window just before a takeover down), optionally with another intervention weight.
 """
