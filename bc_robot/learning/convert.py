@@ -274,7 +274,8 @@ def convert_episode(path: str | Path, config: DataConfig,
         config.joint_states_topic, config.current_pose_topic, *config.human_target_topics,
         config.human_gripper_topic, config.executed_target_topic,
         config.executed_gripper_topic, config.policy_target_topic, config.intervention_topic}
-    if config.reads_sim_objects or config.end_at_success:
+    reads_task_state = config.reads_sim_objects or bool(config.end_at_success)
+    if reads_task_state:
         topics.add(config.task_state_topic)
     episode = read_episode(path, topics=topics, transform=_camera_transform(config))
     where = _files(episode)
@@ -301,8 +302,7 @@ def convert_episode(path: str | Path, config: DataConfig,
     for t, msg in zip(pose_times, pose_msgs.messages):
         poses.add(float(t), _pose(msg, where, config.current_pose_topic).as_vector())
 
-    task_states = _task_states(episode, clock, config) \
-        if config.reads_sim_objects or config.end_at_success else []
+    task_states = _task_states(episode, clock, config) if reads_task_state else []
     objects = None
     if config.reads_sim_objects:
         episode.require(config.task_state_topic)  # names the file and the missing topic
@@ -501,7 +501,7 @@ def _sim_objects(states: list[tuple[float, Any, Any]], topic: str, where: str
         try:
             values = [float(v) for v in (*payload['cube'], *payload['goal'])]
         except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f'{where}: {topic} has no cube and goal positions for the state key '
+            raise ValueError(f'{where}: {topic} has no cube and goal positions for '
                              f'sim_objects ({type(exc).__name__}: {exc}) in {text[:120]!r}'
                              ) from exc
         series.add(t, values)
