@@ -3,10 +3,11 @@ MuJoCo physics, controller and expert the nodes run, without rendering or wall-c
 so it runs much faster than real time."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from bc_robot.sim.expert import ExpertConfig
-from bc_robot.sim.runner import RunnerConfig, run_episodes, summarize
+from bc_robot.sim.expert import ExpertConfig, ScriptedExpert
+from bc_robot.sim.runner import RunnerConfig, run_episode, run_episodes, summarize
 from bc_robot.sim.tasks import TaskConfig
 from bc_robot.sim.world import SimConfig, SimWorld
 
@@ -40,9 +41,40 @@ def test_expert_straight_approach_solves_push_without_a_re_approach():
     assert all(r.realigns == 0 for r in results), results
 
 
+def test_expert_with_varied_plans_solves_push_on_many_paths():
+    """plan_variation: each episode draws its own waypoints, and every one still works."""
+    config = ExpertConfig(plan_variation=0.3)
+    expert = ScriptedExpert(config, np.random.default_rng(4))
+    world = SimWorld(SimConfig(seed=2100))
+    plans, results = [], []
+    for _ in range(6):
+        results.append(run_episode(world, expert, RunnerConfig(timeout=30.0), side=1))
+        plans.append([expert.plan.side_offset, expert.plan.side_back, expert.plan.behind_offset])
+    assert all(r.success for r in results), results
+    plans = np.array(plans)
+    nominal = np.array([config.side_offset, config.side_back, config.behind_offset])
+    assert np.all(plans >= 0.7 * nominal - 1e-12) and np.all(plans <= 1.3 * nominal + 1e-12)
+    assert np.all(plans.std(axis=0) > 0.05 * nominal), plans  # each factor drawn on its own
+
+
+def test_plan_variation_zero_draws_nothing_and_is_reproducible():
+    """Off, the expert's random stream is untouched (recordings without it replay the same);
+    on, a seed gives the same plans."""
+    base = ExpertConfig()
+    rng = np.random.default_rng(7)
+    assert base.varied_plan(rng) is base
+    assert rng.uniform() == np.random.default_rng(7).uniform()
+    varied = ExpertConfig(plan_variation=0.2)
+    a, b = varied.varied_plan(np.random.default_rng(1)), varied.varied_plan(
+        np.random.default_rng(1))
+    assert a == b and a.plan_variation == 0.0 and a.behind_offset != base.behind_offset
+
+
 @pytest.mark.parametrize('kwargs, named', [
     (dict(side_offset=0.0, side_back=0.03), 'put the paddle down on the cube'),
     (dict(behind_offset=0.03), 'starts the push inside the cube'),
+    (dict(behind_offset=0.05, plan_variation=0.3), r'× 0.7: plan_variation 0.3\) starts'),
+    (dict(plan_variation=1.0), 'plan_variation must be < 1'),
 ])
 def test_expert_approach_inside_the_cube_is_refused_with_the_values(kwargs, named):
     with pytest.raises(ValueError, match=named) as info:

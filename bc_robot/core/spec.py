@@ -20,7 +20,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 SCHEMA_VERSION = 1
 
@@ -48,6 +48,29 @@ ACTION_DIMS = {
     # about the tool axis, for symmetric tools (core.pose.matrix_to_axial)
     AXIAL_ACTIONS: 13,
 }
+
+# Offsets of the base-frame (x, y) pairs that turn when the whole world turns about the
+# vertical axis (train.augment_yaw_deg); keys and layouts missing here cannot be turned.
+STATE_KEY_PLANAR = {
+    'ee_position': (0,),
+    'ee_rot6d': (0, 3),        # both rotation-matrix columns
+    'gripper': (),
+    'sim_objects': (0, 3),     # cube − TCP (x, y, z), goal − cube (x, y)
+}
+ACTION_PLANAR = {'ee_pose_rot6d_gripper': (0, 3, 6)}
+
+
+def planar_offsets(keys: Sequence[str]) -> tuple[int, ...]:
+    """Offsets of the turning pairs in the concatenation of state `keys`."""
+    offsets, start = [], 0
+    for key in keys:
+        if key not in STATE_KEY_PLANAR:
+            raise ValueError(f'state key {key!r} cannot be turned with the world; these can: '
+                             f'{", ".join(STATE_KEY_PLANAR)}')
+        offsets += [start + o for o in STATE_KEY_PLANAR[key]]
+        start += STATE_KEY_DIMS[key]
+    return tuple(offsets)
+
 
 HEAD_TYPES = ('mse', 'gmm', 'discrete', 'act', 'diffusion', 'flow', 'test')
 ONNX_DTYPES = ('uint8', 'float32', 'int64')

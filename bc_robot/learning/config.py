@@ -15,7 +15,8 @@ from typing import Any, Mapping
 
 import yaml
 
-from bc_robot.core.spec import ACTION_DIMS, HEAD_TYPES, STATE_KEY_DIMS, CameraSpec
+from bc_robot.core.spec import (ACTION_DIMS, ACTION_PLANAR, HEAD_TYPES, STATE_KEY_DIMS,
+                                 CameraSpec, planar_offsets)
 
 TRAINABLE_HEADS = tuple(h for h in HEAD_TYPES if h != 'test')
 ARM_JOINTS = tuple(f'joint{i}' for i in range(1, 8))
@@ -267,6 +268,11 @@ class OptimConfig:
     # Weight of the data.auxiliary_keys regression (per normalized dimension, mean squared
     # error) next to the head's loss.
     auxiliary_weight: float = 1.0
+    # Turn each sample's whole world (state, labels, auxiliary targets) by a random yaw in
+    # ± this many degrees about the base z axis (learning/augment.py), so a policy that sees
+    # the scene as coordinates learns the task relative to the objects; 0 = off. Policies
+    # without cameras only: an image cannot be turned with the scene.
+    augment_yaw_deg: float = 0.0
 
     def __post_init__(self) -> None:
         _number('train.steps', self.steps, 1, 10_000_000, integer=True)
@@ -287,6 +293,7 @@ class OptimConfig:
         _number('train.max_cpu_minutes', self.max_cpu_minutes, 0.0, 1e6)
         _number('train.padding_weight', self.padding_weight, 0.0, 1.0)
         _number('train.auxiliary_weight', self.auxiliary_weight, 0.0, 100.0)
+        _number('train.augment_yaw_deg', self.augment_yaw_deg, 0.0, 180.0)
 
 
 @dataclass(frozen=True)
@@ -312,6 +319,24 @@ class TrainConfig:
             _require(self.data.action_representation == 'ee_pose_rot6d_gripper',
                      f'model.action_frame: tool needs data.action_representation '
                      f'ee_pose_rot6d_gripper, got {self.data.action_representation!r}')
+        if self.train.augment_yaw_deg:
+            self._check_turnable()
+
+    def _check_turnable(self) -> None:
+        yaw = self.train.augment_yaw_deg
+        cameras = [c.name for c in self.data.cameras]
+        _require(not cameras, f'train.augment_yaw_deg = {yaw!r} turns the world under the '
+                              f'policy, which its cameras {cameras} would not see turn: it is '
+                              f'for policies without cameras (data.cameras: [])')
+        _require(self.data.action_representation in ACTION_PLANAR,
+                 f'train.augment_yaw_deg cannot turn actions of '
+                 f'{self.data.action_representation!r}; it can turn {", ".join(ACTION_PLANAR)}')
+        for where, keys in (('data.state_keys', self.data.state_keys),
+                            ('data.auxiliary_keys', self.data.auxiliary_keys)):
+            try:
+                planar_offsets(keys)
+            except ValueError as exc:
+                raise ValueError(f'train.augment_yaw_deg = {yaw!r}: {where}: {exc}') from None
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -25,6 +25,7 @@ import torch
 import yaml
 
 from bc_robot.core.spec import NormStats
+from bc_robot.learning.augment import YawAugment
 from bc_robot.learning.config import TrainConfig
 from bc_robot.learning.convert import EpisodeArrays
 from bc_robot.learning.dataset import (BatchSampler, ChunkDataset, compute_stats,
@@ -264,6 +265,10 @@ def train(config: TrainConfig, episodes: list[EpisodeArrays], run_dir: str | Pat
     val_set = ChunkDataset(val_eps, cams) if val_eps else None
     arch = PolicyArch.from_config(config)
     stats = compute_stats(train_eps, arch.action_frame)
+    yaw = (YawAugment(opt.augment_yaw_deg, arch.state_keys, arch.auxiliary_keys,
+                      arch.action_representation) if opt.augment_yaw_deg else None)
+    if yaw is not None:
+        stats = yaw.normalization(stats, actions_turn=arch.action_frame.rotation is None)
 
     resume_data = load_checkpoint(ckpt_dir / 'last.pt') if resume else None
     if resume_data is not None:
@@ -355,7 +360,8 @@ def train(config: TrainConfig, episodes: list[EpisodeArrays], run_dir: str | Pat
     last_loss, metrics = math.nan, {}
     policy.train()
     while step < opt.steps:
-        batch = train_set.batch(sampler.next()).to(dev)
+        batch = train_set.batch(sampler.next())
+        batch = (yaw(batch) if yaw is not None else batch).to(dev)
         loss = model(batch.images, batch.state, batch.actions, batch.valid, batch.weight,
                      batch.auxiliary)
         if not torch.isfinite(loss):

@@ -20,6 +20,7 @@ Push strategy (closed loop on the cube's measured position, recomputed every tic
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -57,27 +58,45 @@ class ExpertConfig:
     noise: float = 0.15            # velocity noise, fraction of the phase speed
     noise_time: float = 0.4        # noise correlation time
     speed_variation: float = 0.25  # per-episode speed factor in 1 ± this
+    # Per-episode factors in 1 ± this on side_offset, side_back and behind_offset, each drawn
+    # on its own: the demonstrations then cross the region around the cube in many paths,
+    # not one, so a policy that strays off one path has been shown the way on from there.
+    plan_variation: float = 0.0
     reach_tolerance: float = 0.006
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
             if not math.isfinite(value) or value < 0.0:
                 raise ValueError(f'expert {name} must be a finite value >= 0, got {value!r}')
-        if self.speed_variation >= 1.0:
-            raise ValueError(f'expert speed_variation must be < 1, got {self.speed_variation!r}')
+        for name in ('speed_variation', 'plan_variation'):
+            if getattr(self, name) >= 1.0:
+                raise ValueError(f'expert {name} must be < 1, got {getattr(self, name)!r}')
         for name in ('max_speed', 'descend_speed', 'push_speed', 'gain', 'noise_time'):
             if getattr(self, name) <= 0.0:
                 raise ValueError(f'expert {name} must be > 0, got {getattr(self, name)!r}')
-        # The paddle comes down at the approach waypoint: it must not land on the cube.
+        # The paddle comes down at the approach waypoint: it must not land on the cube, on
+        # the shortest plan that plan_variation can draw either.
+        shortest = 1.0 - self.plan_variation
+        varied = f' (× {shortest:g}: plan_variation {self.plan_variation!r})' \
+            if self.plan_variation else ''
         across = CUBE_HALF + PADDLE_HALF_WIDTH + APPROACH_CLEARANCE
         back = CUBE_HALF + PADDLE_HALF_DEPTH + APPROACH_CLEARANCE
-        if self.side_offset < across and self.side_back < back:
+        if self.side_offset * shortest < across and self.side_back * shortest < back:
             raise ValueError(f'expert side_offset {self.side_offset!r} and side_back '
-                             f'{self.side_back!r} put the paddle down on the cube: one of them '
-                             f'must be at least {across:.3f} / {back:.3f} m')
-        if self.behind_offset < back:
-            raise ValueError(f'expert behind_offset {self.behind_offset!r} starts the push '
-                             f'inside the cube: it must be at least {back:.3f} m')
+                             f'{self.side_back!r}{varied} put the paddle down on the cube: one '
+                             f'of them must be at least {across:.3f} / {back:.3f} m')
+        if self.behind_offset * shortest < back:
+            raise ValueError(f'expert behind_offset {self.behind_offset!r}{varied} starts the '
+                             f'push inside the cube: it must be at least {back:.3f} m')
+
+    def varied_plan(self, rng: np.random.Generator) -> ExpertConfig:
+        """This config with one episode's draw of the plan_variation factors."""
+        if not self.plan_variation:
+            return self
+        low, high = 1.0 - self.plan_variation, 1.0 + self.plan_variation
+        return dataclasses.replace(self, plan_variation=0.0, **{
+            name: getattr(self, name) * float(rng.uniform(low, high))
+            for name in ('side_offset', 'side_back', 'behind_offset')})
 
 
 @dataclass
@@ -180,6 +199,7 @@ class ScriptedExpert:
     def __init__(self, config: ExpertConfig | None = None,
                  rng: np.random.Generator | None = None) -> None:
         self.config = config or ExpertConfig()
+        self.plan = self.config  # this episode's waypoints (config.varied_plan)
         self.rng = rng or np.random.default_rng()
         self.side = 1
         self.phase = 'idle'
@@ -203,15 +223,16 @@ class ScriptedExpert:
         self.side = int(side) if side in (-1, 1) else int(self.rng.choice([-1, 1]))
         v = self.config.speed_variation
         self.speed_factor = float(self.rng.uniform(1.0 - v, 1.0 + v))
+        self.plan = self.config.varied_plan(self.rng)
         self._noise = np.zeros(3)
         self._realigns = 0
         self.start = np.asarray(task['tcp'], dtype=np.float64)[:3] if 'tcp' in task else None
         self.phase = 'above_side' if self.task == 'push' else 'reach'
         if self.task == 'push':
-            self._yaw = PushGeometry(self.config, task['cube'], task['goal'], self.side).yaw
+            self._yaw = self.geometry(task).yaw
 
     def geometry(self, task: Mapping[str, Any]) -> PushGeometry:
-        return PushGeometry(self.config, task['cube'], task['goal'], self.side)
+        return PushGeometry(self.plan, task['cube'], task['goal'], self.side)
 
     # --- control -------------------------------------------------------------------------
     def act(self, obs: Observation, dt: float) -> Command:
@@ -329,7 +350,7 @@ class ScriptedExpert:
             return
         best = math.inf
         for side in (-1, 1):
-            geo = PushGeometry(self.config, obs.task['cube'], obs.task['goal'], side)
+            geo = PushGeometry(self.plan, obs.task['cube'], obs.task['goal'], side)
             dist, _ = distance_to_polyline(obs.tcp, geo.polyline())
             if dist < best:
                 best, self.side = dist, side
@@ -353,7 +374,7 @@ class ScriptedExpert:
             return 0.0, dist
         best = (math.inf, math.inf)
         for side in (-1, 1):
-            geo = PushGeometry(self.config, obs.task['cube'], obs.task['goal'], side)
+            geo = PushGeometry(self.plan, obs.task['cube'], obs.task['goal'], side)
             line = geo.polyline() if self.start is None else np.vstack([self.start,
                                                                         geo.polyline()])
             dist, remaining = distance_to_polyline(obs.tcp, line)

@@ -114,7 +114,7 @@ _defaults_correction = CorrectionConfig()
 _defaults_runner = RunnerConfig()
 EXPERT_MODES = ('direct', 'teleop', 'correction')
 EXPERT_PARAMS = ('max_speed', 'push_speed', 'noise', 'speed_variation', 'side_offset',
-                 'side_back', 'behind_offset')
+                 'side_back', 'behind_offset', 'plan_variation')
 CORRECTION_PARAMS = tuple(vars(_defaults_correction))
 
 SIM_EXPERT_SCHEMA = ParamSchema([
@@ -148,6 +148,10 @@ SIM_EXPERT_SCHEMA = ParamSchema([
     ParamSpec('behind_offset', _defaults_expert.behind_offset, 'push: where the push starts, '
               'cube centre to paddle centre (m; the cube half-width plus the paddle\'s is '
               '0.036)', min_value=0.045, max_value=0.3),
+    ParamSpec('plan_variation', _defaults_expert.plan_variation, 'push: per-episode factors '
+              'in 1 ± this on side_offset, side_back and behind_offset (demonstrations that '
+              'cross the region around the cube in many paths)', min_value=0.0,
+              max_value=0.9),
     ParamSpec('off_plan_threshold', _defaults_correction.off_plan_threshold, 'correction: '
               'take over when the TCP is this far from both plans (m)', min_value=0.005,
               max_value=1.0),
