@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bc_robot.sim.expert import ExpertConfig, ScriptedExpert
+from bc_robot.sim.expert import ExpertConfig, PushGeometry, ScriptedExpert
 from bc_robot.sim.runner import RunnerConfig, run_episode, run_episodes, summarize
 from bc_robot.sim.tasks import TaskConfig
 from bc_robot.sim.world import SimConfig, SimWorld
@@ -42,15 +42,18 @@ def test_expert_straight_approach_solves_push_without_a_re_approach():
 
 
 def test_expert_with_varied_plans_solves_push_on_many_paths():
-    """plan_variation: each episode draws its own waypoints, and every one still works."""
-    config = ExpertConfig(plan_variation=0.3)
+    """plan_variation and lateral_variation: each episode draws its own waypoints and where
+    across the line its push starts, and every one still works."""
+    config = ExpertConfig(plan_variation=0.3, lateral_variation=0.015)
     expert = ScriptedExpert(config, np.random.default_rng(4))
     world = SimWorld(SimConfig(seed=2100))
-    plans, results = [], []
+    plans, laterals, results = [], [], []
     for _ in range(6):
         results.append(run_episode(world, expert, RunnerConfig(timeout=30.0), side=1))
         plans.append([expert.plan.side_offset, expert.plan.side_back, expert.plan.behind_offset])
+        laterals.append(expert.lateral)
     assert all(r.success for r in results), results
+    assert max(map(abs, laterals)) <= 0.015 and min(laterals) < 0 < max(laterals), laterals
     plans = np.array(plans)
     nominal = np.array([config.side_offset, config.side_back, config.behind_offset])
     assert np.all(plans >= 0.7 * nominal - 1e-12) and np.all(plans <= 1.3 * nominal + 1e-12)
@@ -68,6 +71,8 @@ def test_plan_variation_zero_draws_nothing_and_is_reproducible():
     a, b = varied.varied_plan(np.random.default_rng(1)), varied.varied_plan(
         np.random.default_rng(1))
     assert a == b and a.plan_variation == 0.0 and a.behind_offset != base.behind_offset
+    geo = PushGeometry(base, np.array([0.5, 0.0]), np.array([0.5, 0.15]), 1, lateral=0.01)
+    assert geo.behind[:2] == pytest.approx([0.49, -base.behind_offset])  # left of +y is -x
 
 
 @pytest.mark.parametrize('kwargs, named', [
@@ -75,6 +80,7 @@ def test_plan_variation_zero_draws_nothing_and_is_reproducible():
     (dict(behind_offset=0.03), 'starts the push inside the cube'),
     (dict(behind_offset=0.05, plan_variation=0.3), r'× 0.7: plan_variation 0.3\) starts'),
     (dict(plan_variation=1.0), 'plan_variation must be < 1'),
+    (dict(lateral_variation=0.02), 'lateral_variation 0.02 would start pushes'),
 ])
 def test_expert_approach_inside_the_cube_is_refused_with_the_values(kwargs, named):
     with pytest.raises(ValueError, match=named) as info:

@@ -82,9 +82,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--expert', action='append', default=[], metavar='KEY=VALUE',
                         help='scripted human while recording and correcting: '
                              'max_speed, push_speed, noise, speed_variation, side_offset, '
-                             'side_back, behind_offset, plan_variation (e.g. noise=0; '
-                             'side_offset=0 comes down behind the cube instead of beside it; '
-                             'plan_variation=0.3 varies those three per episode)')
+                             'side_back, behind_offset, plan_variation, lateral_variation '
+                             '(e.g. noise=0; side_offset=0 comes down behind the cube instead '
+                             'of beside it; plan_variation=0.3 varies those three per '
+                             'episode; lateral_variation=0.015 starts pushes off centre)')
     parser.add_argument('--seed', type=int, default=0, help='training seed')
     parser.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
     parser.add_argument('--domain-id', type=int, default=None,

@@ -62,6 +62,10 @@ class ExpertConfig:
     # on its own: the demonstrations then cross the region around the cube in many paths,
     # not one, so a policy that strays off one path has been shown the way on from there.
     plan_variation: float = 0.0
+    # Each episode's push starts up to this far across the push line (m, uniform, either
+    # side): the push then steers back onto the line, so the demonstrations show what to do
+    # with a paddle off centre — the state a policy drifts into — and not only on it.
+    lateral_variation: float = 0.0
     reach_tolerance: float = 0.006
 
     def __post_init__(self) -> None:
@@ -85,6 +89,10 @@ class ExpertConfig:
             raise ValueError(f'expert side_offset {self.side_offset!r} and side_back '
                              f'{self.side_back!r}{varied} put the paddle down on the cube: one '
                              f'of them must be at least {across:.3f} / {back:.3f} m')
+        if self.lateral_variation > 0.5 * self.realign_lateral:
+            raise ValueError(f'expert lateral_variation {self.lateral_variation!r} would start '
+                             f'pushes the expert itself counts as slipped off: at most half '
+                             f'of realign_lateral, {0.5 * self.realign_lateral:.4f} m')
         if self.behind_offset * shortest < back:
             raise ValueError(f'expert behind_offset {self.behind_offset!r}{varied} starts the '
                              f'push inside the cube: it must be at least {back:.3f} m')
@@ -157,7 +165,7 @@ class PushGeometry:
     """The push plan for one cube/goal pair and side: waypoints recomputed from live positions."""
 
     def __init__(self, config: ExpertConfig, cube_xy: np.ndarray, goal_xy: np.ndarray,
-                 side: int) -> None:
+                 side: int, lateral: float = 0.0) -> None:
         c = self.cube = np.asarray(cube_xy, dtype=np.float64)[:2]
         self.goal = np.asarray(goal_xy, dtype=np.float64)[:2]
         d = self.direction = _unit(self.goal - c)
@@ -165,7 +173,7 @@ class PushGeometry:
         cfg = config
         self.yaw = wrap_half_turn(math.atan2(d[1], d[0]))
         side_xy = c + side * cfg.side_offset * n - cfg.side_back * d
-        behind_xy = c - cfg.behind_offset * d
+        behind_xy = c - cfg.behind_offset * d + lateral * n
         self.above_side = np.array([*side_xy, cfg.hover_height])
         self.side_low = np.array([*side_xy, cfg.push_height])
         self.behind = np.array([*behind_xy, cfg.push_height])
@@ -200,6 +208,7 @@ class ScriptedExpert:
                  rng: np.random.Generator | None = None) -> None:
         self.config = config or ExpertConfig()
         self.plan = self.config  # this episode's waypoints (config.varied_plan)
+        self.lateral = 0.0  # ... and where across the line its push starts
         self.rng = rng or np.random.default_rng()
         self.side = 1
         self.phase = 'idle'
@@ -224,6 +233,8 @@ class ScriptedExpert:
         v = self.config.speed_variation
         self.speed_factor = float(self.rng.uniform(1.0 - v, 1.0 + v))
         self.plan = self.config.varied_plan(self.rng)
+        v = self.config.lateral_variation
+        self.lateral = float(self.rng.uniform(-v, v)) if v else 0.0
         self._noise = np.zeros(3)
         self._realigns = 0
         self.start = np.asarray(task['tcp'], dtype=np.float64)[:3] if 'tcp' in task else None
@@ -232,7 +243,7 @@ class ScriptedExpert:
             self._yaw = self.geometry(task).yaw
 
     def geometry(self, task: Mapping[str, Any]) -> PushGeometry:
-        return PushGeometry(self.plan, task['cube'], task['goal'], self.side)
+        return PushGeometry(self.plan, task['cube'], task['goal'], self.side, self.lateral)
 
     # --- control -------------------------------------------------------------------------
     def act(self, obs: Observation, dt: float) -> Command:
@@ -350,7 +361,8 @@ class ScriptedExpert:
             return
         best = math.inf
         for side in (-1, 1):
-            geo = PushGeometry(self.plan, obs.task['cube'], obs.task['goal'], side)
+            geo = PushGeometry(self.plan, obs.task['cube'], obs.task['goal'], side,
+                               self.lateral)
             dist, _ = distance_to_polyline(obs.tcp, geo.polyline())
             if dist < best:
                 best, self.side = dist, side
@@ -374,7 +386,8 @@ class ScriptedExpert:
             return 0.0, dist
         best = (math.inf, math.inf)
         for side in (-1, 1):
-            geo = PushGeometry(self.plan, obs.task['cube'], obs.task['goal'], side)
+            geo = PushGeometry(self.plan, obs.task['cube'], obs.task['goal'], side,
+                               self.lateral)
             line = geo.polyline() if self.start is None else np.vstack([self.start,
                                                                         geo.polyline()])
             dist, remaining = distance_to_polyline(obs.tcp, line)

@@ -114,7 +114,7 @@ _defaults_correction = CorrectionConfig()
 _defaults_runner = RunnerConfig()
 EXPERT_MODES = ('direct', 'teleop', 'correction')
 EXPERT_PARAMS = ('max_speed', 'push_speed', 'noise', 'speed_variation', 'side_offset',
-                 'side_back', 'behind_offset', 'plan_variation')
+                 'side_back', 'behind_offset', 'plan_variation', 'lateral_variation')
 CORRECTION_PARAMS = tuple(vars(_defaults_correction))
 
 SIM_EXPERT_SCHEMA = ParamSchema([
@@ -152,6 +152,9 @@ SIM_EXPERT_SCHEMA = ParamSchema([
               'in 1 ± this on side_offset, side_back and behind_offset (demonstrations that '
               'cross the region around the cube in many paths)', min_value=0.0,
               max_value=0.9),
+    ParamSpec('lateral_variation', _defaults_expert.lateral_variation, 'push: each episode\'s '
+              'push starts up to this far across the push line, either side (m), and steers '
+              'back onto it', min_value=0.0, max_value=0.1),
     ParamSpec('off_plan_threshold', _defaults_correction.off_plan_threshold, 'correction: '
               'take over when the TCP is this far from both plans (m)', min_value=0.005,
               max_value=1.0),
