@@ -145,3 +145,22 @@ def test_time_budget_stops_and_checkpoints(episodes, tmp_path, capsys):
     assert 1 <= summary['steps'] < 500 and summary['train_cpu_seconds'] > 0.06
     assert torch.load(run / 'checkpoints' / 'last.pt', weights_only=True)['step'] == \
         summary['steps']
+
+
+def test_yaw_augmented_training_normalizes_turning_pairs_isotropically(episodes, tmp_path,
+                                                                        capsys):
+    """train.augment_yaw_deg runs end to end on a camera-less policy, and the artifact's
+    statistics are those of turned data: x and y of each pair share mean 0 and one std."""
+    code = main(['train', str(episodes / 'ep*'), '--head', 'mse', '--out', str(tmp_path / 'run'),
+                 '--steps', '6', '--export', str(tmp_path / 'model'), *TINY,
+                 '--set', 'data.cameras=[]', '--set', 'train.augment_yaw_deg=180'])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    stats = load_spec(tmp_path / 'model').normalization['state']
+    for o in (0, 3, 6):  # ee_position, both ee_rot6d columns
+        assert stats.mean[o] == stats.mean[o + 1] == 0.0
+        assert stats.std[o] == pytest.approx(stats.std[o + 1])
+    assert stats.mean[2] > 0.0  # the height does not turn
+    code = main(['train', str(episodes / 'ep*'), '--head', 'mse', '--out', str(tmp_path / 'r2'),
+                 '--steps', '2', *TINY, '--set', 'train.augment_yaw_deg=90'])
+    assert code == 2 and "cameras ['front'] would not see turn" in capsys.readouterr().err
