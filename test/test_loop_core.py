@@ -239,6 +239,12 @@ def test_expert_options_are_checked_against_the_expert_node_schema():
         expert_params('random', ['noise=2'])
     with pytest.raises(ValueError, match='must look like key=value'):
         expert_params('random', ['noise'])
+    # in range for the node, impossible for the expert: the shortest drawn plan would start
+    # the push inside the cube
+    with pytest.raises(ValueError, match=r'behind_offset 0.065 \(× 0.5: plan_variation 0.5\)'):
+        expert_params('random', ['plan_variation=0.5'])
+    assert expert_params('left', ['plan_variation=0.3', 'lateral_variation=0.01'])[
+        'lateral_variation'] == 0.01
 
 
 # --- figures and reports ----------------------------------------------------------------------

@@ -94,9 +94,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def expert_params(side: str, pairs: list[str]) -> dict[str, object]:
     """sim_expert parameters from --side and --expert KEY=VALUE, checked against the node's
-    own schema so a typo or an out-of-range value stops the loop before anything runs."""
+    own schema and the expert's own config (values that only fail together, such as a
+    plan_variation that would put the paddle down on the cube) so a typo or an
+    out-of-range value stops the loop before anything runs."""
     from bc_robot.learning.config import parse_override
-    from bc_robot.sim.settings import EXPERT_PARAMS, SIM_EXPERT_SCHEMA
+    from bc_robot.sim.settings import EXPERT_PARAMS, SIM_EXPERT_SCHEMA, expert_from_params
     values = dict(parse_override(item) for item in pairs)
     unknown = sorted(set(values) - set(EXPERT_PARAMS))
     if unknown:
@@ -105,6 +107,7 @@ def expert_params(side: str, pairs: list[str]) -> dict[str, object]:
     if side != 'random':
         values['side'] = side
     checked = SIM_EXPERT_SCHEMA.validate(values)
+    expert_from_params(checked)
     return {name: checked[name] for name in values}
 
 
