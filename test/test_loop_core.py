@@ -245,6 +245,11 @@ def test_expert_options_are_checked_against_the_expert_node_schema():
         expert_params('random', ['plan_variation=0.5'])
     assert expert_params('left', ['plan_variation=0.3', 'lateral_variation=0.01'])[
         'lateral_variation'] == 0.01
+    # when the watching expert takes over is the expert's too (sim_expert parameters)
+    assert expert_params('random', ['off_plan_threshold=0.04', 'stall_time=2.5']) == {
+        'off_plan_threshold': 0.04, 'stall_time': 2.5}
+    with pytest.raises(ValueError, match="'off_plan_threshold' = 0.001 is below the minimum"):
+        expert_params('random', ['off_plan_threshold=0.001'])
 
 
 # --- figures and reports ----------------------------------------------------------------------

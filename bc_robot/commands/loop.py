@@ -85,7 +85,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              'side_back, behind_offset, plan_variation, lateral_variation '
                              '(e.g. noise=0; side_offset=0 comes down behind the cube instead '
                              'of beside it; plan_variation=0.3 varies those three per '
-                             'episode; lateral_variation=0.015 starts pushes off centre)')
+                             'episode; lateral_variation=0.015 starts pushes off centre); '
+                             'and when it takes over while correcting: off_plan_threshold, '
+                             'stall_time, min_progress, min_correction_time, release_distance '
+                             '(e.g. off_plan_threshold=0.04 takes over sooner)')
     parser.add_argument('--seed', type=int, default=0, help='training seed')
     parser.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
     parser.add_argument('--domain-id', type=int, default=None,
@@ -98,16 +101,19 @@ def expert_params(side: str, pairs: list[str]) -> dict[str, object]:
     plan_variation that would put the paddle down on the cube) so a typo or an
     out-of-range value stops the loop before anything runs."""
     from bc_robot.learning.config import parse_override
-    from bc_robot.sim.settings import EXPERT_PARAMS, SIM_EXPERT_SCHEMA, expert_from_params
+    from bc_robot.sim.settings import (CORRECTION_PARAMS, EXPERT_PARAMS, SIM_EXPERT_SCHEMA,
+                                       correction_from_params, expert_from_params)
     values = dict(parse_override(item) for item in pairs)
-    unknown = sorted(set(values) - set(EXPERT_PARAMS))
+    known = EXPERT_PARAMS + CORRECTION_PARAMS
+    unknown = sorted(set(values) - set(known))
     if unknown:
         raise ValueError(f'--expert {", ".join(unknown)}: not an expert parameter; '
-                         f'known: {", ".join(EXPERT_PARAMS)}')
+                         f'known: {", ".join(known)}')
     if side != 'random':
         values['side'] = side
     checked = SIM_EXPERT_SCHEMA.validate(values)
     expert_from_params(checked)
+    correction_from_params(checked)
     return {name: checked[name] for name in values}
 
 
