@@ -97,9 +97,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def expert_params(side: str, pairs: list[str]) -> dict[str, object]:
     """sim_expert parameters from --side and --expert KEY=VALUE, checked against the node's
-    own schema and the expert's own config (values that only fail together, such as a
-    plan_variation that would put the paddle down on the cube) so a typo or an
-    out-of-range value stops the loop before anything runs."""
+    own schema and the expert's own configs, push plan and takeover rules (values that only
+    fail together, such as a plan_variation that would put the paddle down on the cube) so a
+    typo or an out-of-range value stops the loop before anything runs."""
     from bc_robot.learning.config import parse_override
     from bc_robot.sim.settings import (CORRECTION_PARAMS, EXPERT_PARAMS, SIM_EXPERT_SCHEMA,
                                        correction_from_params, expert_from_params)
