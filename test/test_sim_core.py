@@ -390,6 +390,45 @@ def test_expert_resume_picks_the_nearer_side_and_phase():
     assert expert.phase == 'push'
 
 
+def test_push_offset_watches_the_paddle_only_while_it_moves_the_cube():
+    goal = [0.5, 0.30]  # push along +y; left of the line is -x
+
+    def offsets(paddle_x: float, paddle_z: float = 0.025, cube_speed: float = 0.05,
+                ticks: int = 10) -> list[float]:
+        expert = ScriptedExpert(rng=np.random.default_rng(0))
+        expert.reset({'task': 'push', 'cube': [0.5, 0.0, 0.025], 'goal': goal}, side=1)
+        out = []
+        for k in range(ticks):
+            y = cube_speed * 0.02 * k
+            state = {'task': 'push', 'cube': [0.5, y, 0.025], 'goal': goal}
+            out.append(expert.push_offset(
+                Observation(np.array([paddle_x, y - 0.036, paddle_z]), 0.0, state), 0.02 * k))
+        return out
+
+    off_centre = offsets(0.47)
+    assert off_centre[0] == 0.0  # no track yet: not known to move
+    assert off_centre[-1] == pytest.approx(0.03)
+    assert max(offsets(0.47, cube_speed=0.0)) == 0.0    # paddle beside a cube at rest
+    assert max(offsets(0.47, paddle_z=0.08)) == 0.0     # something else moves it
+    assert max(offsets(0.499)) == pytest.approx(0.001)  # a push on the line
+    assert CorrectionConfig().push_lateral == pytest.approx(0.02)
+
+
+def test_an_off_centre_takeover_lasts_until_the_expert_pushes():
+    monitor = CorrectionMonitor(CorrectionConfig(min_correction_time=1.0, push_lateral=0.02))
+    monitor.reset(0.0)
+    assert not monitor.update(0.1, 0.01, 0.5, False, push_offset=0.015)
+    assert monitor.update(0.2, 0.01, 0.5, False, push_offset=0.04, pushing=False)
+    assert 'pushing the cube 0.040 m off its centre line' in monitor.reason
+    # Back on plan and progressing long enough, but not pushing yet: keeps the pedal down.
+    assert monitor.update(1.5, 0.01, 0.3, False, pushing=False)
+    assert not monitor.update(1.6, 0.01, 0.2, False, pushing=True)
+    assert monitor.interventions == 1
+    # Other takeovers hand back without waiting for a push.
+    assert monitor.update(1.7, 0.2, 0.2, False, pushing=False) and 'off plan' in monitor.reason
+    assert not monitor.update(2.8, 0.01, 0.1, False, pushing=False)
+
+
 def test_push_contact_probe_reports_the_offset_at_contact_and_the_heading():
     probe = PushContactProbe(np.array([0.5, 0.0]), np.array([0.5, 0.1]))  # push along +y
     heading = math.radians(-10.0)  # the cube leaves turned right of the push line

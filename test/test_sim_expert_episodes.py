@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bc_robot.sim.expert import ExpertConfig, PushGeometry, ScriptedExpert
-from bc_robot.sim.runner import RunnerConfig, run_episode, run_episodes, summarize
+from bc_robot.sim.expert import (CorrectionConfig, ExpertConfig, Observation, PushGeometry,
+                                 ScriptedExpert)
+from bc_robot.sim.runner import ExpertEpisode, RunnerConfig, run_episode, run_episodes, summarize
 from bc_robot.sim.tasks import TaskConfig
 from bc_robot.sim.world import SimConfig, SimWorld
 
@@ -86,3 +87,28 @@ def test_expert_approach_inside_the_cube_is_refused_with_the_values(kwargs, name
     with pytest.raises(ValueError, match=named) as info:
         ExpertConfig(**kwargs)
     assert str(next(iter(kwargs.values()))) in str(info.value)
+
+
+def test_the_experts_own_pushes_never_run_off_centre():
+    """The correction monitor's off-centre rule must not fire on the pushes it corrects
+    towards: on every tick of the expert's own episodes (both sides) the paddle moves the
+    cube within `push_lateral` of its centre line."""
+    limit = CorrectionConfig().push_lateral
+    world = SimWorld(SimConfig(seed=2200))
+    expert = ScriptedExpert(rng=np.random.default_rng(6))
+    config = RunnerConfig(timeout=30.0)
+    steps = max(1, int(round(1.0 / (config.control_rate * world.timestep))))
+    for side in (1, -1, 1, -1):
+        episode = ExpertEpisode(expert, config, world.reset(), world.tcp_pose(), side)
+        largest, low_near = 0.0, 0
+        while not episode.over:
+            pose, state = world.tcp_pose(), world.task_state()
+            offset = expert.push_offset(Observation.from_pose(pose, state), state['time'])
+            largest, low_near = max(largest, offset), low_near + (offset > 0.0)
+            target, command = episode.tick(pose, state, steps * world.timestep)
+            world.set_target(target)
+            world.set_gripper(command.gripper)
+            world.step(steps)
+        assert episode.result().success
+        assert low_near > 0  # it does push: the rule watched the push itself
+        assert largest <= limit, (side, largest)

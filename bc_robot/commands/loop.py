@@ -87,8 +87,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              'of beside it; plan_variation=0.3 varies those three per '
                              'episode; lateral_variation=0.015 starts pushes off centre); '
                              'and when it takes over while correcting: off_plan_threshold, '
-                             'stall_time, min_progress, min_correction_time, release_distance '
-                             '(e.g. stall_time=2.5 takes over sooner when a push stalls)')
+                             'stall_time, min_progress, min_correction_time, release_distance, '
+                             'push_lateral (e.g. stall_time=2.5 takes over sooner when a '
+                             'push stalls)')
     parser.add_argument('--seed', type=int, default=0, help='training seed')
     parser.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
     parser.add_argument('--domain-id', type=int, default=None,

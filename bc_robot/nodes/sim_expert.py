@@ -219,7 +219,9 @@ class SimExpertNode(Node):
         obs = Observation.from_pose(self.pose, task)
         deviation, potential = self.expert.plan_deviation(obs)
         was = self.monitor.correcting
-        correcting = self.monitor.update(now, deviation, potential, bool(task['success']))
+        correcting = self.monitor.update(now, deviation, potential, bool(task['success']),
+                                         self.expert.push_offset(obs, now),
+                                         self.expert.phase == 'push')
         if correcting and not was:
             self.expert.resume(obs)
             self.get_logger().info(f'taking over: {self.monitor.reason}')

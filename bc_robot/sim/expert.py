@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -33,6 +34,12 @@ CUBE_HALF = 0.025
 PADDLE_HALF_DEPTH = 0.011  # closed fingers, half thickness along the push direction
 PADDLE_HALF_WIDTH = 0.02   # closed fingers, half width across the push direction
 APPROACH_CLEARANCE = 0.005  # the paddle descends at least this far from the cube
+# Correction: a push is watched while the cube moves PUSH_SPEED (m/s) over PUSH_WINDOW (s),
+# the paddle within CONTACT_MARGIN of it, the cube CONTACT_GOAL_CLEARANCE (m) from the goal.
+PUSH_WINDOW = 0.1
+PUSH_SPEED = 0.01
+CONTACT_MARGIN = 0.015
+CONTACT_GOAL_CLEARANCE = 0.04
 SIDES = {-1: 'right', 1: 'left'}
 
 
@@ -216,6 +223,7 @@ class ScriptedExpert:
         self._noise = np.zeros(3)
         self._yaw = 0.0
         self._realigns = 0
+        self._cube_track: deque[tuple[float, np.ndarray]] = deque()
         self.start: np.ndarray | None = None  # TCP where the episode began
 
     @property
@@ -237,6 +245,7 @@ class ScriptedExpert:
         self.lateral = float(self.rng.uniform(-v, v)) if v else 0.0
         self._noise = np.zeros(3)
         self._realigns = 0
+        self._cube_track.clear()
         self.start = np.asarray(task['tcp'], dtype=np.float64)[:3] if 'tcp' in task else None
         self.phase = 'above_side' if self.task == 'push' else 'reach'
         if self.task == 'push':
@@ -374,6 +383,32 @@ class ScriptedExpert:
         self.phase = 'push' if low and behind and aligned else 'lift'
 
     # --- plan monitoring (correction mode) -----------------------------------------------
+    def push_offset(self, obs: Observation, now: float) -> float:
+        """How far across the live push line the paddle is while the cube moves (m): 0 unless
+        the cube has moved at PUSH_SPEED over the last PUSH_WINDOW with the paddle low within
+        reach of it, and the cube is still CONTACT_GOAL_CLEARANCE from the goal (nearer, the
+        line is too short to judge). A person takes over as a push runs off centre, before
+        the cube has gone off at an angle. Call once per tick: it keeps the cube's track."""
+        if self.task != 'push':
+            return 0.0
+        cube = np.asarray(obs.task['cube'], dtype=np.float64)[:2]
+        seen = self._cube_track
+        seen.append((now, cube))
+        while len(seen) > 1 and now - seen[1][0] >= PUSH_WINDOW:
+            seen.popleft()
+        then, before = seen[0]
+        moving = now - then >= 0.5 * PUSH_WINDOW and \
+            float(np.linalg.norm(cube - before)) >= PUSH_SPEED * (now - then)
+        if not moving or obs.tcp[2] > self.config.push_height + CONTACT_MARGIN:
+            return 0.0
+        geo = PushGeometry(self.plan, cube, obs.task['goal'], self.side)
+        if float(np.linalg.norm(geo.goal - cube)) < CONTACT_GOAL_CLEARANCE:
+            return 0.0
+        rel = obs.tcp[:2] - cube
+        if float(rel @ geo.direction) < -(CUBE_HALF + PADDLE_HALF_DEPTH + CONTACT_MARGIN):
+            return 0.0  # the paddle is not what moves it
+        return abs(float(rel @ geo.normal))
+
     def plan_deviation(self, obs: Observation) -> tuple[float, float]:
         """(distance from the TCP to the nearest plan, progress potential). Both sides count
         as on plan, so a policy that learned the other mode is not 'corrected'. The potential
@@ -431,6 +466,9 @@ class CorrectionConfig:
     min_progress: float = 0.01         # m
     min_correction_time: float = 1.5   # s the expert keeps the pedal down at least
     release_distance: float = 0.03     # m: back this close to the plan before releasing
+    # m: take over when the paddle pushes the cube further than this off its centre line
+    # (ScriptedExpert.push_offset); such a takeover lasts until the expert pushes on the line
+    push_lateral: float = 0.02
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
@@ -451,6 +489,7 @@ class CorrectionMonitor:
         self.correcting = False
         self.reason = ''
         self.interventions = 0
+        self._until_pushing = False
         self._best = math.inf
         self._progress_time = now
         self._since = now
@@ -460,14 +499,20 @@ class CorrectionMonitor:
             self._best = potential
             self._progress_time = now
 
-    def update(self, now: float, deviation: float, potential: float, success: bool) -> bool:
-        """True while the expert should hold the pedal and drive."""
+    def update(self, now: float, deviation: float, potential: float, success: bool,
+               push_offset: float = 0.0, pushing: bool = True) -> bool:
+        """True while the expert should hold the pedal and drive. `push_offset`: how far off
+        the cube's centre line the paddle pushes it (ScriptedExpert.push_offset); `pushing`:
+        the expert is pushing on the line (what ends an off-centre takeover)."""
         cfg = self.config
         self._progress(now, potential)
         if not self.correcting:
             if success:
                 return False
-            if deviation > cfg.off_plan_threshold:
+            self._until_pushing = push_offset > cfg.push_lateral
+            if self._until_pushing:
+                self.reason = f'pushing the cube {push_offset:.3f} m off its centre line'
+            elif deviation > cfg.off_plan_threshold:
                 self.reason = f'off plan by {deviation:.3f} m'
             elif now - self._progress_time > cfg.stall_time:
                 self.reason = f'no progress for {now - self._progress_time:.1f} s'
@@ -480,7 +525,8 @@ class CorrectionMonitor:
             return True
         held = now - self._since
         if success or (held >= cfg.min_correction_time and deviation < cfg.release_distance
-                       and now - self._progress_time < 0.5 * cfg.stall_time):
+                       and now - self._progress_time < 0.5 * cfg.stall_time
+                       and (pushing or not self._until_pushing)):
             self.correcting = False
             self.reason = ''
             self._best, self._progress_time = potential, now

@@ -166,6 +166,9 @@ SIM_EXPERT_SCHEMA = ParamSchema([
               'shortest pedal hold (s)', min_value=0.1, max_value=60.0),
     ParamSpec('release_distance', _defaults_correction.release_distance, 'correction: '
               'release once back this close to the plan (m)', min_value=0.001, max_value=0.5),
+    ParamSpec('push_lateral', _defaults_correction.push_lateral, 'correction: take over '
+              'when the paddle pushes the cube this far off its centre line (m), and hand back '
+              'once pushing on it', min_value=0.001, max_value=0.5),
     ParamSpec('linear_scale', 0.15, 'teleop: m/s at full SpaceMouse deflection',
               min_value=0.01, max_value=1.0),
     ParamSpec('angular_scale', 0.6, 'teleop: rad/s at full SpaceMouse deflection',
