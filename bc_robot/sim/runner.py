@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -89,14 +90,19 @@ class ExpertEpisode:
 
 
 def run_episode(world: SimWorld, expert: ScriptedExpert, config: RunnerConfig | None = None,
-                side: int | None = None) -> EpisodeResult:
-    """Reset the world, let the expert solve it (direct mode), report the outcome."""
+                side: int | None = None,
+                watch: Callable[[Pose, dict], None] | None = None) -> EpisodeResult:
+    """Reset the world, let the expert solve it (direct mode), report the outcome. `watch`
+    sees the measured TCP pose and task state of every control tick before the expert acts."""
     config = config or RunnerConfig()
     episode = ExpertEpisode(expert, config, world.reset(), world.tcp_pose(), side)
     steps = max(1, int(round(1.0 / (config.control_rate * world.timestep))))
     dt = steps * world.timestep
     while not episode.over:
-        target, command = episode.tick(world.tcp_pose(), world.task_state(), dt)
+        tcp, state = world.tcp_pose(), world.task_state()
+        if watch is not None:
+            watch(tcp, state)
+        target, command = episode.tick(tcp, state, dt)
         world.set_target(target)
         world.set_gripper(command.gripper)
         world.step(steps)
