@@ -133,6 +133,7 @@ def analyse(dump: dict, settle_s: float) -> dict:
         'inference_ms': pct(tail('inference_s'), 1e3),
         'delay_ms': delay,
         'skipped_actions': pct(tail('skipped_actions')),
+        'registration_ticks': pct(np.abs(tail('registration_ticks'))),
         'counters': dump['counters'],
         'published_ticks': int(len(state) - first),
     }

@@ -9,7 +9,7 @@ import pytest
 
 from bc_robot.core.actions import ActionLayout
 from bc_robot.core.chunking import (ExecutorConfig, chunk_on_ticks, ensemble_weights,
-                                    make_executor, rtc_soft_mask)
+                                    make_executor, resample_chunk, rtc_soft_mask)
 from bc_robot.core.delay import DelayEstimator, DelayEstimatorConfig
 
 DT = 0.05
@@ -27,7 +27,10 @@ def tagged_chunk(origin: int, length: int) -> np.ndarray:
 
 def executor(mode: str, length: int = 8, horizon: int = 3, margin: int = 0, accepts_prefix=False,
              **kwargs):
+    """An executor; async's registration on the plan is off unless asked for, so the tagged
+    chunks below pin the delay alignment alone (registration has tests of its own)."""
     estimator = DelayEstimator(DelayEstimatorConfig(window=10, percentile=90, warmup=0))
+    kwargs.setdefault('async_registration', 0.0)
     config = ExecutorConfig(mode, length, horizon, margin, **kwargs)
     return make_executor(config, LAYOUT, estimator, DT, accepts_prefix=accepts_prefix)
 
@@ -188,6 +191,52 @@ def test_chunks_that_agree_join_without_a_step_whatever_their_stamps_phase(mode)
     assert np.allclose(np.diff(got), 0.01)
 
 
+def test_resampling_a_chunk_generalises_placing_it_on_the_ticks():
+    chunk = moving(3.25)
+    assert np.allclose(resample_chunk(chunk, -0.25, LAYOUT), chunk_on_ticks(chunk, 0.25, LAYOUT))
+    later = resample_chunk(chunk, 1.5, LAYOUT)   # tick i executes chunk time i + 1.5
+    assert np.allclose(later[:6, 0], 0.01 * (3.25 + np.arange(6) + 1.5))
+    assert later[-1, 0] == pytest.approx(chunk[-1, 0])   # held at the end, never extrapolated
+    assert np.allclose(np.linalg.norm(later[:, 3:7], axis=1), 1.0)
+
+
+def test_async_registers_a_chunk_whose_input_lagged_along_the_path():
+    """The plan moves 0.01 m a tick; the new chunk, stamped at tick 3, was computed from a
+    measurement that lagged 0.3 of a tick more than the plan's: placed by its stamp it steps
+    0.7 of the typical step at the switch, registered it joins the plan exactly."""
+    ex = executor('async', length=8, horizon=3, async_registration=0.5)
+    ex.deliver(moving(0.0), 0, 1, DT)
+    got = [ex.step(t)[0] for t in range(1, 5)]
+    ex.deliver(moving(2.7), 3, 5, 2 * DT)
+    assert ex.last_shift == pytest.approx(0.3)
+    got += [ex.step(t)[0] for t in range(5, 9)]
+    assert np.allclose(np.diff(got), 0.01)
+    unregistered = executor('async', length=8, horizon=3)
+    unregistered.deliver(moving(0.0), 0, 1, DT)
+    unregistered.step(4)
+    unregistered.deliver(moving(2.7), 3, 5, 2 * DT)
+    assert unregistered.step(5)[0] - 0.04 == pytest.approx(0.007)
+
+
+def test_async_registration_is_bounded_and_never_shifts_across_the_path():
+    ex = executor('async', length=8, horizon=3, async_registration=0.5)
+    ex.deliver(moving(0.0), 0, 1, DT)
+    ex.deliver(moving(2.0), 3, 5, 2 * DT)            # a whole tick behind: shifted 0.5 only
+    assert ex.last_shift == pytest.approx(0.5)
+    aside = np.array([action(0.01 * (3 + i), 0.005) for i in range(8)])   # 5 mm to the side
+    ex.deliver(moving(0.0), 0, 1, DT)
+    ex.deliver(aside, 3, 5, 2 * DT)
+    assert ex.last_shift == 0.0
+    still = np.array([action(0.2)] * 8)              # a plan at rest: nothing to register on
+    ex.deliver(still, 0, 1, DT)
+    ex.deliver(still + np.r_[0.001, np.zeros(7)], 3, 5, 2 * DT)
+    assert ex.last_shift == 0.0
+    rtc = executor('rtc', length=8, horizon=3, async_registration=0.5)   # rtc has its prefix
+    rtc.deliver(moving(0.0), 0, 1, DT)
+    rtc.deliver(moving(2.7), 3, 5, 2 * DT)
+    assert rtc.last_shift == 0.0
+
+
 def test_sync_runs_its_chunk_as_it_came_whatever_the_stamp():
     ex = executor('sync', length=4)
     ex.deliver(moving(0.4, 4), 0, 2, 2 * DT, fraction=0.4)
@@ -253,6 +302,8 @@ def test_planned_actions_start_at_the_current_tick():
     (dict(mode='async', chunk_length=8, execute_horizon=8), 'execute_horizon'),
     (dict(mode='ensemble', chunk_length=8, execute_horizon=2, ensemble_every=9), 'ensemble_every'),
     (dict(mode='ensemble', chunk_length=8, execute_horizon=2, ensemble_m=float('nan')), 'ensemble_m'),
+    (dict(mode='async', chunk_length=8, execute_horizon=2, async_registration=3.0), 'async_registration 3.0'),
+    (dict(mode='async', chunk_length=8, execute_horizon=2, async_registration=float('nan')), 'async_registration'),
 ])
 def test_config_refuses_bad_values_naming_them(kwargs, match):
     with pytest.raises(ValueError, match=match):

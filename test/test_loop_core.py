@@ -16,7 +16,8 @@ import pytest
 from bc_robot.orchestrate import draw
 from bc_robot.orchestrate.episodes import EpisodeSettings
 from bc_robot.orchestrate.evaluate import NO_CORRECTION, DeploySettings, EvalResult
-from bc_robot.orchestrate.loop import LoopSettings, dart_params
+from bc_robot.orchestrate.loop import (LoopSettings, budget_decision, budget_limit, dart_params,
+                                       wait_finalized)
 from bc_robot.orchestrate.report import demo_report, loop_figure, loop_table, rate_text
 from bc_robot.orchestrate.stats import (ACTING, IDLE, PAUSED, EpisodeOutcome, chunking_summary,
                                         percentiles, summarize, trace_arrays, wilson_interval,
@@ -210,6 +211,42 @@ def test_loop_settings_refuse_bad_budgets():
     with pytest.raises(ValueError, match="push task only, not 'reach'"):
         LoopSettings(evaluation='virtual', task='reach')
     assert LoopSettings(rounds=0).rounds == 0
+
+
+def test_label_budget_is_a_hard_bound_spread_over_the_rounds():
+    for bad in (0.0, -0.1, 11.0, float('nan')):
+        with pytest.raises(ValueError, match=f'label_budget = {bad!r} must be in'):
+            LoopSettings(label_budget=bad)
+    assert LoopSettings(label_budget=0.3).label_budget == 0.3
+    # +30 % of 1000 demo samples over 2 rounds: 150 by the end of round 1, 300 by round 2
+    assert budget_limit(0.3, 1000, 1, 2) == pytest.approx(150.0)
+    assert budget_limit(0.3, 1000, 2, 2) == pytest.approx(300.0)
+    used, kept, limit = 0, [], 150.0
+    for samples in (60, 50, 70, 10):      # the third would pass the limit: left out, stop
+        keep, stop = budget_decision(used, samples, limit)
+        if keep:
+            used += samples
+            kept.append(samples)
+        if stop:
+            break
+    assert kept == [60, 50] and used == 110
+    assert budget_decision(100, 50, 150.0) == (True, True)    # exactly spent: stop
+    assert budget_decision(0, 0, 150.0) == (True, False)      # no takeover: costs nothing
+
+
+def test_a_correction_counts_only_once_its_bag_is_finalized(tmp_path):
+    import json
+    folder = tmp_path / 'ep'
+    folder.mkdir()
+    assert not wait_finalized(folder, timeout=0.2)             # no episode.json yet
+    from bc_robot.recording.episode import EpisodeMetadata, write_episode_json
+    meta = EpisodeMetadata(name='ep', status='saved', recording={'finished': False})
+    write_episode_json(folder, meta)
+    assert not wait_finalized(folder, timeout=0.2)             # saved, bag still open
+    meta.recording['finished'] = True
+    write_episode_json(folder, meta)
+    assert wait_finalized(folder, timeout=0.2)
+    assert json.loads((folder / 'episode.json').read_text())['status'] == 'saved'
 
 
 def test_loop_settings_check_reused_demonstrations(tmp_path):

@@ -30,6 +30,7 @@ def test_tiny_loop_records_trains_corrects_retrains_and_reports(tmp_path):
         process = subprocess.run(
             [sys.executable, '-m', 'bc_robot.cli', 'loop', '--output', str(out),
              '--task', 'reach', '--demos', '2', '--rounds', '1', '--corrections', '1', '--eval-episodes', '1',
+             '--label-budget', '10',
              '--steps', '20', '--image-size', '24x32', '--timeout', '5', '--threads', '1',
              '--domain-id', os.environ['ROS_DOMAIN_ID']],
             stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, timeout=LIMIT_S)
@@ -65,6 +66,11 @@ def test_tiny_loop_records_trains_corrects_retrains_and_reports(tmp_path):
     assert collected['correction'] == rows[('weighted', 1)]['samples']['correction']
     if meta['interventions']['count'] > 0:
         assert collected['correction'] > 0
+    # the label budget (10 x the demos' samples, round 1 of 1) counted the episode and kept it
+    collection = rows[('plain', 1)]['collection']
+    assert collection['budget_samples'] == pytest.approx(10 * collected['demo'])
+    assert collection['left_out'] == [] and collection['recorded'] == 1
+    assert 'corrections within +1000 % labelled samples' in (out / 'loop.md').read_text()
     # plain aggregation (HG-DAgger) weighs what a person labelled 1 and what the policy did 0
     assert collected['weight'] == pytest.approx(collected['labelled'])
     assert collected['total'] > collected['labelled']   # the policy drove part of the episode

@@ -37,6 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--rounds', type=int, default=2, help='HG-DAgger rounds (2)')
     parser.add_argument('--corrections', type=int, default=10,
                         help='correction episodes per round (10)')
+    parser.add_argument('--label-budget', type=float, default=None, metavar='FRACTION',
+                        help='corrections may add at most this fraction of the demonstrations\' '
+                             'labelled samples over all rounds (e.g. 0.3), split evenly over '
+                             'the rounds; collection ends where a round\'s share is spent '
+                             '(default: no bound, --corrections episodes per round)')
     parser.add_argument('--eval-episodes', type=int, default=20,
                         help='evaluation episodes per policy, same seeds each time (20)')
     parser.add_argument('--evaluation', choices=['graph', 'virtual'], default='graph',
@@ -134,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
             task=args.task, executor=args.executor, finetune=args.finetune,
             expert=expert_params(args.side, args.expert),
             dart_sigma=args.dart, demo_dirs=tuple(args.demos_from),
-            record_real_time_factor=args.record_rtf,
+            record_real_time_factor=args.record_rtf, label_budget=args.label_budget,
             episode=EpisodeSettings(timeout=args.timeout),
             train=TrainSettings(head=args.head, steps=args.steps, batch_size=args.batch_size,
                                 image_size=args.image_size, threads=args.threads,

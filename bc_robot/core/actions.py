@@ -129,13 +129,16 @@ class ActionLayout:
 
     def interpolate(self, earlier: np.ndarray, later: np.ndarray, fraction: float
                     ) -> np.ndarray:
-        """Row-wise (1 − fraction)·earlier + fraction·later, for consecutive rows of a
-        validated chunk (quaternions already sign-aligned); quaternions renormalized, 6D
+        """Row-wise (1 − fraction)·earlier + fraction·later (one fraction, or one per row),
+        for consecutive rows of a validated chunk (quaternions already sign-aligned); quaternions renormalized, 6D
         and axial rotations left to to_target, as in `blend`."""
-        if not 0.0 <= fraction <= 1.0:
+        f = np.asarray(fraction, dtype=np.float64)
+        if not bool(np.all((f >= 0.0) & (f <= 1.0))):
             raise ValueError(f'interpolation fraction must be in [0, 1], got {fraction!r}')
-        mixed = (1.0 - fraction) * np.asarray(earlier, dtype=np.float64) \
-            + fraction * np.asarray(later, dtype=np.float64)
+        if f.ndim:   # one fraction per row
+            f = f[..., None]
+        mixed = (1.0 - f) * np.asarray(earlier, dtype=np.float64) \
+            + f * np.asarray(later, dtype=np.float64)
         if self.uses_quaternion:
             norms = np.linalg.norm(mixed[..., 3:7], axis=-1, keepdims=True)
             mixed[..., 3:7] /= np.maximum(norms, 1e-9)

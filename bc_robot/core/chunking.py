@@ -43,6 +43,9 @@ from bc_robot.core.spec import PREFIX_INPUT, PREFIX_WEIGHTS_INPUT
 EXECUTORS = ('sync', 'ensemble', 'async', 'rtc')
 
 logger = logging.getLogger(__name__)
+MAX_REGISTRATION_TICKS = 2.0
+REGISTRATION_SAMPLES = 41         # shifts tried over ±async_registration (0 among them)
+REGISTRATION_MIN_GAIN_M = 1e-4    # a shift must bring the chunk this much closer to the plan
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,9 @@ class ExecutorConfig:
     delay_margin_steps: int = 2    # async/rtc: ticks added to the delay estimate for that
     ensemble_m: float = 0.01       # ensemble: weight exp(-m·i), i = 0 oldest
     ensemble_every: int = 1        # ensemble: query every k ticks
+    # async: a new chunk may shift by up to this many ticks beyond its delay alignment, to
+    # where it best continues the plan it replaces (register_on_plan; 0: off)
+    async_registration: float = 0.5
 
     def __post_init__(self) -> None:
         if self.mode not in EXECUTORS:
@@ -68,6 +74,10 @@ class ExecutorConfig:
                              f'int >= 0')
         if not math.isfinite(self.ensemble_m) or self.ensemble_m < 0:
             raise ValueError(f'ensemble_m {self.ensemble_m!r} must be finite and >= 0')
+        if not (math.isfinite(self.async_registration)
+                and 0.0 <= self.async_registration <= MAX_REGISTRATION_TICKS):
+            raise ValueError(f'async_registration {self.async_registration!r} must be in '
+                             f'[0, {MAX_REGISTRATION_TICKS}] ticks')
         if not isinstance(self.ensemble_every, int) \
                 or not 1 <= self.ensemble_every <= self.chunk_length:
             raise ValueError(f'ensemble_every {self.ensemble_every!r} must be an int in '
@@ -110,6 +120,41 @@ def chunk_on_ticks(chunk: np.ndarray, fraction: float, layout: ActionLayout) -> 
     return out
 
 
+def resample_chunk(chunk: np.ndarray, offset: float, layout: ActionLayout) -> np.ndarray:
+    """Tick i of the chunk's placement executes chunk time i + offset, linearly between
+    neighbouring actions and held at either end (chunk_on_ticks is offset = −fraction)."""
+    length = chunk.shape[0]
+    times = np.clip(np.arange(length, dtype=np.float64) + offset, 0.0, length - 1)
+    lower = np.floor(times).astype(int)
+    upper = np.minimum(lower + 1, length - 1)
+    return layout.interpolate(chunk[lower], chunk[upper], times - lower)
+
+
+def register_on_plan(chunk: np.ndarray, index: int, offset: float, planned: np.ndarray,
+                     layout: ActionLayout, max_shift: float) -> float:
+    """The shift δ in [−max_shift, max_shift] ticks that puts the chunk's position at its
+    tick `index` (chunk time index + offset + δ) closest to `planned`, the action the
+    replaced plan had for that tick; 0 unless that is REGISTRATION_MIN_GAIN_M closer.
+
+    Why: a chunk placed by its delay alone disagrees with the plan it replaces wherever the
+    policy's input lagged by a few milliseconds more or less than before (the measured
+    position trails the targets by a lag that wanders with the phase of frames, ticks and the
+    controller); along the path that disagreement is a timing error, and the step it makes at
+    the switch is what async has no prefix to remove. Across the path a shift cannot help
+    and none is taken."""
+    shifts = np.linspace(-max_shift, max_shift, REGISTRATION_SAMPLES)
+    length = chunk.shape[0]
+    times = np.clip(index + offset + shifts, 0.0, length - 1)
+    lower = np.floor(times).astype(int)
+    upper = np.minimum(lower + 1, length - 1)
+    frac = (times - lower)[:, None]
+    positions = (1.0 - frac) * chunk[lower, :3] + frac * chunk[upper, :3]
+    distance = np.linalg.norm(positions - layout.position(planned), axis=1)
+    best = int(np.argmin(distance))
+    unshifted = distance[REGISTRATION_SAMPLES // 2]
+    return float(shifts[best]) if unshifted - distance[best] > REGISTRATION_MIN_GAIN_M else 0.0
+
+
 class ChunkExecutor:
     """Common state of every executor. The runner calls, in each control tick, `deliver`
     for a chunk that arrived since the last tick, then `step`, then `wants_inference`."""
@@ -127,6 +172,7 @@ class ChunkExecutor:
         self.turnaround = DelayEstimator(estimator.config)
         self.dt = dt
         self.started_chunk: int | None = None  # id of a chunk whose first action `step` gave
+        self.last_shift = 0.0   # ticks the last chunk was registered by (async only)
         self._chunk_ids = 0
 
     @property
@@ -175,9 +221,14 @@ class ChunkExecutor:
         if turnaround_s is not None:
             self.turnaround.add(turnaround_s)
         self._chunk_ids += 1
-        chunk = self._on_ticks(np.asarray(chunk, dtype=np.float64), float(fraction))
+        chunk = self._place(np.asarray(chunk, dtype=np.float64), int(start), int(tick),
+                            float(fraction))
         self._accept(chunk, int(start), int(tick), self._chunk_ids)
         return self._chunk_ids
+
+    def _place(self, chunk: np.ndarray, start: int, tick: int, fraction: float) -> np.ndarray:
+        """The chunk as actions for ticks start, start + 1, …"""
+        return self._on_ticks(chunk, fraction)
 
     def _on_ticks(self, chunk: np.ndarray, fraction: float) -> np.ndarray:
         return chunk_on_ticks(chunk, fraction, self.layout)
@@ -275,6 +326,21 @@ class AsyncExecutor(ChunkExecutor):
         if self._plan is None:
             return np.zeros((0, self.layout.dim))
         return self._plan[max(0, tick - self._start):]
+
+    def _place(self, chunk: np.ndarray, start: int, tick: int, fraction: float) -> np.ndarray:
+        """async: placed by its delay, then registered on the plan it replaces (rtc's prefix
+        or blend does that job for rtc)."""
+        self.last_shift = 0.0
+        current = self._index(tick)
+        index = tick - start
+        if self.mode != 'async' or self.config.async_registration <= 0.0 or current is None \
+                or not 0 <= index < chunk.shape[0]:
+            return self._on_ticks(chunk, fraction)
+        self.last_shift = register_on_plan(chunk, index, -fraction, self._plan[current],
+                                           self.layout, self.config.async_registration)
+        if self.last_shift == 0.0:
+            return self._on_ticks(chunk, fraction)
+        return resample_chunk(chunk, self.last_shift - fraction, self.layout)
 
     def _accept(self, chunk: np.ndarray, start: int, tick: int, chunk_id: int) -> None:
         if start + chunk.shape[0] <= tick:
@@ -623,6 +689,8 @@ class ChunkRunner:
         self.recorder.add('turnaround_s', result.turnaround_s)
         self.recorder.add('delay_estimate_s', self.executor.estimator.estimate())
         self.recorder.add('skipped_actions', max(0, tick - start))
+        if self.executor.mode == 'async':
+            self.recorder.add('registration_ticks', self.executor.last_shift)
 
     def pause(self) -> None:
         """Operator takeover: drop the queue and whatever inference is in flight."""

@@ -60,6 +60,9 @@ POLICY_SCHEMA = ParamSchema([
               '(-1 = half the chunk)', min_value=-1, max_value=999),
     ParamSpec('delay_margin_steps', 2, 'async/rtc: ticks added to the delay estimate when '
               'deciding to infer', min_value=0, max_value=100),
+    ParamSpec('async_registration', 0.5, 'async: a new chunk may shift by up to this many '
+              'ticks beyond its delay alignment to continue the plan it replaces (0 = off)',
+              min_value=0.0, max_value=2.0),
     ParamSpec('ensemble_m', 0.01, 'ensemble: weight exp(-m*i), i = 0 oldest', min_value=0.0,
               max_value=10.0),
     ParamSpec('ensemble_every', 1, 'ensemble: query every k ticks', min_value=1, max_value=1000),
@@ -125,7 +128,8 @@ def executor_config(p: Mapping[str, Any], spec: PolicySpec) -> ExecutorConfig:
         raise ValueError(f'parameter execute_horizon = {horizon} must be below the chunk length '
                          f'{spec.chunk_length} of policy {spec.name!r}')
     return ExecutorConfig(p['executor'], spec.chunk_length, horizon, p['delay_margin_steps'],
-                          p['ensemble_m'], min(p['ensemble_every'], spec.chunk_length))
+                          p['ensemble_m'], min(p['ensemble_every'], spec.chunk_length),
+                          p['async_registration'])
 
 
 def delay_config(p: Mapping[str, Any]) -> DelayEstimatorConfig:

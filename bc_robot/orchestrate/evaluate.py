@@ -182,9 +182,10 @@ def read_interventions(outcomes: Sequence[EpisodeOutcome]) -> None:
 
 
 def evaluate(link: RosLink, work: Path, name: str, settings: DeploySettings,
-             seeds: Sequence[int], progress: Callable[[EpisodeOutcome], None] | None = None
-             ) -> EvalResult:
-    """Run one episode per seed on a fresh deploy graph and summarize them."""
+             seeds: Sequence[int], progress: Callable[[EpisodeOutcome], None] | None = None,
+             stop_after: Callable[[EpisodeOutcome], bool] | None = None) -> EvalResult:
+    """Run one episode per seed on a fresh deploy graph and summarize them; `stop_after`
+    (given each outcome) ends the run early when it returns True."""
     outcomes: list[EpisodeOutcome] = []
     session = DeploySession(link, work, name, settings)
     with session:
@@ -198,6 +199,8 @@ def evaluate(link: RosLink, work: Path, name: str, settings: DeploySettings,
             outcomes.append(outcome)
             if progress is not None:
                 progress(outcome)
+            if stop_after is not None and stop_after(outcome):
+                break
     read_interventions(outcomes)
     dump = session.dump
     windows = episode_windows(dump, outcomes)

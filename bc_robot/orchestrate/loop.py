@@ -26,11 +26,12 @@ from bc_robot.orchestrate.record import record_demos
 from bc_robot.orchestrate.report import loop_figure, loop_table, rate_text, write_json
 from bc_robot.orchestrate.ros import RosLink
 from bc_robot.orchestrate.training import (VARIANTS, TrainOutcome, TrainSettings, camera_names,
-                                           train_policy)
+                                           correction_samples, train_policy)
 from bc_robot.recording.episode import read_episode_json
 
 log = logging.getLogger('bc_robot.orchestrate')
 EVALUATIONS = ('graph', 'virtual')
+FINALIZE_TIMEOUT_S = 30.0   # a correction episode's bag closing after its stop
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,9 @@ class LoopSettings:
     # Recorded episode folders to take the first `demos` of instead of recording (a loop
     # that starts from demonstrations someone already has, or compares on the same ones).
     demo_dirs: tuple[str, ...] = ()
+    # At most this fraction of the demonstrations' labelled samples may come from the
+    # human's corrections over the whole loop (None: no bound; see budget_decision).
+    label_budget: float | None = None
 
     def __post_init__(self) -> None:
         for name, low, high in (('demos', 1, 1000), ('rounds', 0, 20), ('corrections', 1, 1000),
@@ -84,6 +88,10 @@ class LoopSettings:
         if not 0.05 <= self.record_real_time_factor <= 4.0:
             raise ValueError(f'record_real_time_factor = {self.record_real_time_factor} must be '
                              f'in [0.05, 4]')
+        if self.label_budget is not None and not (
+                isinstance(self.label_budget, (int, float)) and 0.0 < self.label_budget <= 10.0):
+            raise ValueError(f'label_budget = {self.label_budget!r} must be in (0, 10] (a '
+                             f'fraction of the demonstrations\' labelled samples)')
         if not 1.0 <= self.demo_timeout <= 600.0:
             raise ValueError(f'demo_timeout = {self.demo_timeout} must be in [1, 600] s')
         object.__setattr__(self, 'demo_dirs', tuple(str(d) for d in self.demo_dirs))
@@ -106,6 +114,38 @@ def dart_params(sigma: float) -> dict[str, Any] | None:
         return None
     return {'dart_enabled': True, 'dart_sigma_position': float(sigma),
             'dart_max_position': 2.0 * float(sigma)}
+
+
+def budget_limit(budget: float, demo_samples: int, round_: int, rounds: int) -> float:
+    """Correction samples allowed by the end of `round_`: the loop's budget spread evenly
+    over the rounds, so round 1 cannot spend what round 2's better policy would use."""
+    return budget * demo_samples * round_ / rounds
+
+
+def budget_decision(used: int, samples: int, limit: float) -> tuple[bool, bool]:
+    """(keep the episode, stop collecting) for a correction episode of `samples` labelled
+    samples when `used` are spent. An episode that would cross the limit is left out and
+    ends the round, so the budget is a hard bound, and the kept episodes are the first ones
+    collected (no selection of short corrections)."""
+    if used + samples > limit:
+        return False, True
+    return True, used + samples >= limit
+
+
+def wait_finalized(folder: Path, timeout: float | None = None) -> bool:
+    """Wait until the teleop node has closed the episode's bag and rewritten its
+    episode.json (the recorder finalizes off-thread after the stop grace)."""
+    deadline = time.monotonic() + (FINALIZE_TIMEOUT_S if timeout is None else timeout)
+    while True:
+        try:
+            meta = read_episode_json(folder)
+            if meta.get('status') != 'recording' and meta.get('recording', {}).get('finished'):
+                return True
+        except (ValueError, OSError):
+            pass   # not written yet, or being replaced
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
 
 
 def _collected(outcomes) -> list[Path]:
@@ -195,6 +235,11 @@ def run_loop(link: RosLink, out: Path, settings: LoopSettings,
 
     data = {v: list(demos) for v in settings.variants}
     current = {v: base for v in settings.variants}
+    counted: dict[Path, int] = {}   # correction episode → its labelled samples (budget)
+
+    def spent(variant: str) -> int:
+        return sum(counted.get(p, 0) for p in data[variant])
+
     for round_ in range(1, settings.rounds + 1):
         collected: dict[str, tuple[list[Path], dict[str, Any]]] = {}
         seeds = [settings.correction_seed + 100 * round_ + k for k in range(settings.corrections)]
@@ -204,20 +249,51 @@ def run_loop(link: RosLink, out: Path, settings: LoopSettings,
                 tag = 'shared' if round_ == 1 else variant
                 say(f'[loop] round {round_}: {settings.corrections} correction episodes with '
                     f'policy {current[variant].model_dir.name} (expert on the pedal) …')
+                limit = None if settings.label_budget is None else budget_limit(
+                    settings.label_budget, base.samples['demo'], round_, settings.rounds)
+                left_out: list[Path] = []
+                used = spent(variant)
+
+                def within_budget(outcome, limit=limit, left_out=left_out) -> bool:
+                    nonlocal used
+                    if limit is None or not outcome.episode_dir:
+                        return False
+                    if not wait_finalized(Path(outcome.episode_dir)):
+                        left_out.append(Path(outcome.episode_dir))
+                        say(f'  {Path(outcome.episode_dir).name}: not finalized in '
+                            f'{FINALIZE_TIMEOUT_S:.0f} s, cannot be counted: left out')
+                        return False
+                    folders = _collected([outcome])
+                    if not folders:
+                        return False
+                    samples = correction_samples(folders, settings.train)
+                    keep, stop = budget_decision(used, samples, limit)
+                    if keep:
+                        counted[folders[0]] = samples
+                        used += samples
+                    else:
+                        left_out.append(folders[0])
+                        say(f'  {folders[0].name}: {samples} labelled samples would pass the '
+                            f'budget ({used} of {limit:.0f} spent): left out, round ends')
+                    return stop
+
                 result = evaluate(
                     link, work, f'collect-r{round_}-{tag}',
                     deploy(current[variant].model_dir, intervene=True, record=True,
                            output_dir=out / 'corrections' / f'round{round_}-{tag}'),
-                    seeds)
-                episodes = _collected(result.outcomes)
+                    seeds, stop_after=within_budget)
+                episodes = [e for e in _collected(result.outcomes) if e not in left_out]
                 s = result.summary
                 collected[key] = (episodes, {
                     'episodes': s['episodes'], 'recorded': len(episodes),
+                    'left_out': [str(p) for p in left_out],
+                    'budget_samples': limit,
                     'successes': s['successes'], 'interventions': s['interventions'],
                     'intervention_time_s': s['intervention_time_s'],
                     'autonomous_successes': s['autonomous_successes']})
                 say(f'  {s["interventions"]} interventions in {s["episodes_with_intervention"]}'
-                    f'/{s["episodes"]} episodes, {len(episodes)} recorded')
+                    f'/{s["episodes"]} episodes, {len(episodes)} recorded'
+                    + ('' if limit is None else f', {used} of {limit:.0f} budget samples'))
                 phase(f'collect round {round_} {tag}', result.to_json())
             data[variant] += collected[key][0]
         for variant in settings.variants:
@@ -242,7 +318,10 @@ def run_loop(link: RosLink, out: Path, settings: LoopSettings,
         f'{settings.rounds} HG-DAgger round(s) of {settings.corrections} correction episodes, '
         f'{settings.eval_episodes} evaluation episodes ({settings.evaluation}, seeds '
         f'{eval_seeds[0]}..{eval_seeds[-1]}), head {settings.train.head}, '
-        f'{settings.train.steps} steps; {results["elapsed_s"]:.0f} s.\n\n{table}\n\n'
+        f'{settings.train.steps} steps'
+        + ('' if settings.label_budget is None else
+           f', corrections within +{100 * settings.label_budget:.0f} % labelled samples')
+        + f'; {results["elapsed_s"]:.0f} s.\n\n{table}\n\n'
         f'![success](loop.png)\n')
     say(table)
     return results

@@ -112,6 +112,15 @@ def count_samples(episodes: Sequence[Any]) -> dict[str, float]:
             'weight': round(weight, 3)}
 
 
+def correction_samples(paths: Sequence[Path], settings: TrainSettings) -> int:
+    """Samples the human labelled in these correction episodes, as training would count them
+    (same converter and config), so a label budget is checked on the real figure."""
+    from bc_robot.learning.convert import convert_episodes
+    config = _config(settings, 'plain')
+    episodes = convert_episodes([str(p) for p in paths], config.data, config.dagger)
+    return int(count_samples(episodes)['correction'])
+
+
 def camera_names(settings: TrainSettings) -> list[str]:
     """The cameras the trained policy will use (so the sim renders only those)."""
     return [c.name for c in _config(settings, 'plain').data.cameras]
