@@ -130,8 +130,8 @@ class ActionLayout:
     def interpolate(self, earlier: np.ndarray, later: np.ndarray, fraction: float
                     ) -> np.ndarray:
         """Row-wise (1 − fraction)·earlier + fraction·later (one fraction, or one per row),
-        for consecutive rows of a validated chunk (quaternions already sign-aligned); quaternions renormalized, 6D
-        and axial rotations left to to_target, as in `blend`."""
+        for consecutive rows of a validated chunk (quaternions already sign-aligned);
+        quaternions renormalized, 6D and axial rotations left to to_target, as in `blend`."""
         f = np.asarray(fraction, dtype=np.float64)
         if not bool(np.all((f >= 0.0) & (f <= 1.0))):
             raise ValueError(f'interpolation fraction must be in [0, 1], got {fraction!r}')
