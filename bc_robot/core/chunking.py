@@ -113,21 +113,21 @@ def chunk_on_ticks(chunk: np.ndarray, fraction: float, layout: ActionLayout) -> 
     (the chunk arrives later) and keeps action 0. Rounding the stamp to the nearest tick
     instead put each chunk up to half a period early or late: steps of up to twice the
     typical one between two chunks that agree."""
-    if fraction <= 0.0:
-        return chunk
-    out = chunk.copy()
-    out[1:] = layout.interpolate(chunk[:-1], chunk[1:], 1.0 - fraction)
-    return out
+    return chunk if fraction == 0.0 else resample_chunk(chunk, -fraction, layout)
+
+
+def _rows_at(chunk: np.ndarray, times: np.ndarray, layout: ActionLayout) -> np.ndarray:
+    """The chunk at fractional action indices, linearly between neighbours, held at the
+    ends (never extrapolated)."""
+    times = np.clip(times, 0.0, chunk.shape[0] - 1)
+    lower = np.floor(times).astype(int)
+    upper = np.minimum(lower + 1, chunk.shape[0] - 1)
+    return layout.interpolate(chunk[lower], chunk[upper], times - lower)
 
 
 def resample_chunk(chunk: np.ndarray, offset: float, layout: ActionLayout) -> np.ndarray:
-    """Tick i of the chunk's placement executes chunk time i + offset, linearly between
-    neighbouring actions and held at either end (chunk_on_ticks is offset = −fraction)."""
-    length = chunk.shape[0]
-    times = np.clip(np.arange(length, dtype=np.float64) + offset, 0.0, length - 1)
-    lower = np.floor(times).astype(int)
-    upper = np.minimum(lower + 1, length - 1)
-    return layout.interpolate(chunk[lower], chunk[upper], times - lower)
+    """Tick i of the chunk's placement executes chunk time i + offset."""
+    return _rows_at(chunk, np.arange(chunk.shape[0], dtype=np.float64) + offset, layout)
 
 
 def register_on_plan(chunk: np.ndarray, index: int, offset: float, planned: np.ndarray,
@@ -143,13 +143,8 @@ def register_on_plan(chunk: np.ndarray, index: int, offset: float, planned: np.n
     the switch is what async has no prefix to remove. Across the path a shift cannot help
     and none is taken."""
     shifts = np.linspace(-max_shift, max_shift, REGISTRATION_SAMPLES)
-    length = chunk.shape[0]
-    times = np.clip(index + offset + shifts, 0.0, length - 1)
-    lower = np.floor(times).astype(int)
-    upper = np.minimum(lower + 1, length - 1)
-    frac = (times - lower)[:, None]
-    positions = (1.0 - frac) * chunk[lower, :3] + frac * chunk[upper, :3]
-    distance = np.linalg.norm(positions - layout.position(planned), axis=1)
+    candidates = _rows_at(chunk, index + offset + shifts, layout)
+    distance = np.linalg.norm(candidates[:, :3] - layout.position(planned), axis=1)
     best = int(np.argmin(distance))
     unshifted = distance[REGISTRATION_SAMPLES // 2]
     return float(shifts[best]) if unshifted - distance[best] > REGISTRATION_MIN_GAIN_M else 0.0
@@ -330,17 +325,15 @@ class AsyncExecutor(ChunkExecutor):
     def _place(self, chunk: np.ndarray, start: int, tick: int, fraction: float) -> np.ndarray:
         """async: placed by its delay, then registered on the plan it replaces (rtc's prefix
         or blend does that job for rtc)."""
-        self.last_shift = 0.0
         current = self._index(tick)
         index = tick - start
-        if self.mode != 'async' or self.config.async_registration <= 0.0 or current is None \
-                or not 0 <= index < chunk.shape[0]:
-            return self._on_ticks(chunk, fraction)
-        self.last_shift = register_on_plan(chunk, index, -fraction, self._plan[current],
-                                           self.layout, self.config.async_registration)
-        if self.last_shift == 0.0:
-            return self._on_ticks(chunk, fraction)
-        return resample_chunk(chunk, self.last_shift - fraction, self.layout)
+        self.last_shift = 0.0
+        if self.mode == 'async' and self.config.async_registration > 0.0 \
+                and current is not None and 0 <= index < chunk.shape[0]:
+            self.last_shift = register_on_plan(chunk, index, -fraction, self._plan[current],
+                                               self.layout, self.config.async_registration)
+        # registered δ ticks later in the chunk = a stamp δ ticks earlier
+        return self._on_ticks(chunk, fraction - self.last_shift)
 
     def _accept(self, chunk: np.ndarray, start: int, tick: int, chunk_id: int) -> None:
         if start + chunk.shape[0] <= tick:
