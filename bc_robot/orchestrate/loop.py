@@ -148,6 +148,40 @@ def wait_finalized(folder: Path, timeout: float | None = None) -> bool:
         time.sleep(0.1)
 
 
+class BudgetGate:
+    """One round's correction collection under a label budget: after each episode it counts
+    the episode's labelled samples once the bag is closed, keeps or leaves it out
+    (budget_decision) and says whether to stop (`evaluate(..., stop_after=gate)`)."""
+
+    def __init__(self, limit: float | None, used: int, count: Callable[[Path], int],
+                 say: Callable[[str], None]) -> None:
+        self.limit, self.used, self.count, self.say = limit, used, count, say
+        self.kept: dict[Path, int] = {}   # episode → its labelled samples
+        self.left_out: list[Path] = []
+
+    def __call__(self, outcome) -> bool:
+        if self.limit is None or not outcome.episode_dir:
+            return False
+        folder = Path(outcome.episode_dir)
+        if not wait_finalized(folder):
+            self.left_out.append(folder)
+            self.say(f'  {folder.name}: not finalized in {FINALIZE_TIMEOUT_S:.0f} s, cannot be '
+                     f'counted: left out')
+            return False
+        if not _collected([outcome]):
+            return False
+        samples = self.count(folder)
+        keep, stop = budget_decision(self.used, samples, self.limit)
+        if keep:
+            self.kept[folder] = samples
+            self.used += samples
+        else:
+            self.left_out.append(folder)
+            self.say(f'  {folder.name}: {samples} labelled samples would pass the budget '
+                     f'({self.used} of {self.limit:.0f} spent): left out, round ends')
+        return stop
+
+
 def _collected(outcomes) -> list[Path]:
     """Recorded correction episodes that were finalized (saved)."""
     folders = []
@@ -251,49 +285,26 @@ def run_loop(link: RosLink, out: Path, settings: LoopSettings,
                     f'policy {current[variant].model_dir.name} (expert on the pedal) …')
                 limit = None if settings.label_budget is None else budget_limit(
                     settings.label_budget, base.samples['demo'], round_, settings.rounds)
-                left_out: list[Path] = []
-                used = spent(variant)
-
-                def within_budget(outcome, limit=limit, left_out=left_out) -> bool:
-                    nonlocal used
-                    if limit is None or not outcome.episode_dir:
-                        return False
-                    if not wait_finalized(Path(outcome.episode_dir)):
-                        left_out.append(Path(outcome.episode_dir))
-                        say(f'  {Path(outcome.episode_dir).name}: not finalized in '
-                            f'{FINALIZE_TIMEOUT_S:.0f} s, cannot be counted: left out')
-                        return False
-                    folders = _collected([outcome])
-                    if not folders:
-                        return False
-                    samples = correction_samples(folders, settings.train)
-                    keep, stop = budget_decision(used, samples, limit)
-                    if keep:
-                        counted[folders[0]] = samples
-                        used += samples
-                    else:
-                        left_out.append(folders[0])
-                        say(f'  {folders[0].name}: {samples} labelled samples would pass the '
-                            f'budget ({used} of {limit:.0f} spent): left out, round ends')
-                    return stop
-
+                gate = BudgetGate(limit, spent(variant),
+                                  lambda folder: correction_samples([folder], settings.train), say)
                 result = evaluate(
                     link, work, f'collect-r{round_}-{tag}',
                     deploy(current[variant].model_dir, intervene=True, record=True,
                            output_dir=out / 'corrections' / f'round{round_}-{tag}'),
-                    seeds, stop_after=within_budget)
-                episodes = [e for e in _collected(result.outcomes) if e not in left_out]
+                    seeds, stop_after=gate)
+                counted.update(gate.kept)
+                episodes = [e for e in _collected(result.outcomes) if e not in gate.left_out]
                 s = result.summary
                 collected[key] = (episodes, {
                     'episodes': s['episodes'], 'recorded': len(episodes),
-                    'left_out': [str(p) for p in left_out],
+                    'left_out': [str(p) for p in gate.left_out],
                     'budget_samples': limit,
                     'successes': s['successes'], 'interventions': s['interventions'],
                     'intervention_time_s': s['intervention_time_s'],
                     'autonomous_successes': s['autonomous_successes']})
                 say(f'  {s["interventions"]} interventions in {s["episodes_with_intervention"]}'
                     f'/{s["episodes"]} episodes, {len(episodes)} recorded'
-                    + ('' if limit is None else f', {used} of {limit:.0f} budget samples'))
+                    + ('' if limit is None else f', {gate.used} of {limit:.0f} budget samples'))
                 phase(f'collect round {round_} {tag}', result.to_json())
             data[variant] += collected[key][0]
         for variant in settings.variants:
