@@ -17,6 +17,8 @@ bridge stay up; policy_node is restarted for each run and its exit dump
   per-tick step within chunks — a jump at a boundary is what the arm feels
 - obs→target latency: observation stamp → first publication of an action from its chunk
 - control period jitter: |period − 1/rate| of the control loop
+- lock-on: seconds from the first action until every boundary stays within 1.25 × typical
+  (the start from rest, which the settling period skips, shown rather than hidden)
 Prints median/p99/max; never a pass/fail.
 """
 from __future__ import annotations
