@@ -682,8 +682,7 @@ class ChunkRunner:
         self.recorder.add('turnaround_s', result.turnaround_s)
         self.recorder.add('delay_estimate_s', self.executor.estimator.estimate())
         self.recorder.add('skipped_actions', max(0, tick - start))
-        if self.executor.mode == 'async':
-            self.recorder.add('registration_ticks', self.executor.last_shift)
+        self.recorder.add('registration_ticks', self.executor.last_shift)  # 0 unless async
 
     def pause(self) -> None:
         """Operator takeover: drop the queue and whatever inference is in flight."""
