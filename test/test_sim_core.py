@@ -388,6 +388,69 @@ def test_expert_resume_picks_the_nearer_side_and_phase():
     assert expert.side_name == 'right' and expert.phase == 'lift'
     expert.resume(Observation(np.array([0.5, -0.04, 0.025]), 0.0, state))
     assert expert.phase == 'push'
+    # Behind the cube but 2.5 cm off its line (push along +y: left is -x): back off onto the
+    # line at push height; 4 cm off (beyond realign_lateral), or high: lift and re-approach.
+    expert.resume(Observation(np.array([0.475, -0.04, 0.025]), 0.0, state))
+    assert expert.phase == 'behind'
+    expert.resume(Observation(np.array([0.46, -0.04, 0.025]), 0.0, state))
+    assert expert.phase == 'lift'
+    expert.resume(Observation(np.array([0.475, -0.04, 0.06]), 0.0, state))
+    assert expert.phase == 'lift'
+
+
+class OffCentrePusher(ScriptedExpert):
+    """A policy's typical failure: it pushes with the paddle `offset` across the cube's line."""
+
+    offset = 0.028
+
+    def _push_velocity(self, obs, geo, dt):
+        if float(np.linalg.norm(geo.goal - geo.cube)) < self.config.goal_tolerance:
+            return np.zeros(3), 'at_goal'
+        lateral = float((obs.tcp[:2] - geo.cube) @ geo.normal)
+        velocity = np.zeros(3)
+        velocity[:2] = self.config.push_speed * geo.direction \
+            - self.config.gain * (lateral - self.offset) * geo.normal
+        velocity[2] = self.config.gain * (self.config.push_height - obs.tcp[2])
+        return velocity, 'pushing'
+
+
+def test_a_correction_recentres_an_off_centre_push_without_lifting(world):
+    """Physics: the expert takes over a push running off centre, backs off onto the line at
+    push height and hands back pushing, in about a second, without knocking the cube."""
+    world.set_seed(3)
+    state = world.reset()
+    start = float(state['time'])
+    policy = OffCentrePusher(rng=np.random.default_rng(0))
+    expert = ScriptedExpert(rng=np.random.default_rng(1))
+    policy.reset(state, side=1)
+    expert.reset(state, side=1)
+    monitor = CorrectionMonitor(CorrectionConfig(min_correction_time=1.0))
+    monitor.reset(start)
+    integrator = TargetIntegrator(world.tcp_pose())
+    steps = int(round(0.02 / world.timestep))
+    dt = steps * world.timestep
+    takeovers, heights = [], []
+    while not state['success'] and float(state['time']) - start < 30.0:
+        tcp, state = world.tcp_pose(), world.task_state()
+        now, obs = float(state['time']), Observation.from_pose(tcp, state)
+        was = monitor.correcting
+        correcting = monitor.update(now, *expert.plan_deviation(obs), bool(state['success']),
+                                    expert.push_offset(obs, now), expert.phase == 'push')
+        if correcting and not was:
+            expert.resume(obs)
+            takeovers.append([now, None, expert.phase])
+        elif was and not correcting:
+            takeovers[-1][1] = now
+        if correcting:
+            heights.append(float(tcp.position[2]))
+        command = expert.act(obs, dt) if correcting else policy.act(obs, dt)
+        world.set_target(integrator.step(command, dt, tcp.position))
+        world.set_gripper(command.gripper)
+        world.step(steps)
+    assert state['success']
+    assert takeovers and all(phase == 'behind' for _, _, phase in takeovers)
+    assert all(end is not None and end - begin < 1.5 for begin, end, _ in takeovers)
+    assert max(heights) < ExpertConfig().push_height + 0.01  # never lifted
 
 
 def test_push_offset_watches_the_paddle_only_while_it_moves_the_cube():

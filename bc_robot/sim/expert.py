@@ -364,7 +364,11 @@ class ScriptedExpert:
 
     def resume(self, obs: Observation) -> None:
         """Take over mid-episode (correction mode): keep the side whose plan the arm is
-        nearer, push on if the paddle is already behind the cube, else lift and re-approach."""
+        nearer; push on if the paddle is behind the cube and on its line; back off onto the
+        line at push height if it is behind but off centre (the paddle leaves the cube's back
+        face as it backs away, so a person re-centres in about a second instead of lifting
+        and re-approaching, and the correction shows the policy the recovery from the very
+        state it drifted into); else lift and re-approach."""
         if self.task == 'reach':
             self.phase = 'reach'
             return
@@ -378,9 +382,14 @@ class ScriptedExpert:
         geo = self.geometry(obs.task)
         rel = obs.tcp[:2] - geo.cube
         low = obs.tcp[2] < self.config.push_height + 0.02
-        behind = -geo.behind_offset_max() < float(rel @ geo.direction) < -CUBE_HALF
-        aligned = abs(float(rel @ geo.normal)) < 0.5 * self.config.realign_lateral
-        self.phase = 'push' if low and behind and aligned else 'lift'
+        behind = low and -geo.behind_offset_max() < float(rel @ geo.direction) < -CUBE_HALF
+        lateral = abs(float(rel @ geo.normal))
+        if behind and lateral < 0.5 * self.config.realign_lateral:
+            self.phase = 'push'
+        elif behind and lateral < self.config.realign_lateral:
+            self.phase = 'behind'
+        else:
+            self.phase = 'lift'
 
     # --- plan monitoring (correction mode) -----------------------------------------------
     def push_offset(self, obs: Observation, now: float) -> float:
