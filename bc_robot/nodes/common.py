@@ -207,6 +207,31 @@ class _StopSignal:
             raise KeyboardInterrupt(f'signal {signum}')
 
 
+def lean_executor() -> Executor:
+    """A single-threaded executor for a node whose callbacks are all short (no inference,
+    no blocking I/O): rclpy's C++ EventsExecutor where this rclpy has it (Kilted on), else
+    SingleThreadedExecutor. A node woken hundreds of times a second by proprioception spends
+    most of its CPU in the executor, not in its callbacks: with two 200 Hz topics, measured
+    here, GroupAwareExecutor 12 % of a core (and a third of the messages lost), the
+    single-threaded Python executor 11 %, the EventsExecutor 5 %."""
+    try:
+        from rclpy.experimental import EventsExecutor
+    except ImportError:
+        return SingleThreadedExecutor()
+    return EventsExecutor()
+
+
+class LeanSpinning:
+    """Mixin for a Node whose callbacks are all short, no inference or blocking I/O
+    (observation_node, sim_arm and sim_expert; their physics and rendering keep their own
+    threads): `run` spins it on `lean_executor()`, single-threaded."""
+
+    def make_executor(self) -> Executor:
+        executor = lean_executor()
+        self.get_logger().info(f'spinning on {type(executor).__name__}')  # type: ignore[attr-defined]
+        return executor
+
+
 def make_executor(node: Node, num_threads: int | None = None) -> Executor:
     """The executor `node` asks for (`node.make_executor()`: a node that paces its own
     output loop, see `spin_step`), else a GroupAwareExecutor."""
@@ -236,7 +261,7 @@ class PacedSpinning:
 
     def make_executor(self) -> Executor:
         if self.loop is not None:
-            return SingleThreadedExecutor()
+            return lean_executor()
         return GroupAwareExecutor(num_threads=self.timer_executor_threads)
 
     def spin_once(self, executor: Executor, timeout_sec: float) -> None:

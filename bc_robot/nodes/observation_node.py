@@ -26,12 +26,12 @@ from bc_robot.core.state import build_state_vector, gripper_opening, state_label
 from bc_robot.core.sync import InputMonitor, ObservationSynchronizer
 from bc_robot.graph import READY_KEY, resolve_model, ready_value
 from bc_robot.nodes.common import (ERROR, OK, SENSOR_QOS, WARN, DiagnosticsPublisher,
-                                   declare_parameters, diagnostic_status, run, seconds_to_stamp,
-                                   stamp_to_seconds)
+                                   LeanSpinning, declare_parameters, diagnostic_status, run,
+                                   seconds_to_stamp, stamp_to_seconds)
 from bc_robot.nodes.image_msgs import image_msg_to_rgb8, image_to_msg
 
 
-class ObservationNode(Node):
+class ObservationNode(LeanSpinning, Node):
     def __init__(self, **kwargs) -> None:
         super().__init__('observation_node', **kwargs)
         p = self.p = declare_parameters(self, OBSERVATION_SCHEMA)

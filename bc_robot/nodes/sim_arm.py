@@ -23,8 +23,9 @@ from std_srvs.srv import Trigger
 
 from bc_robot.graph import READY_KEY, ready_value
 from bc_robot.nodes.common import (COMMAND_QOS, ERROR, LATCHED_QOS, OK, SENSOR_QOS, WARN,
-                                   DiagnosticsPublisher, declare_parameters, diagnostic_status,
-                                   pose_from_msg, pose_to_msg, run, seconds_to_stamp)
+                                   DiagnosticsPublisher, LeanSpinning, declare_parameters,
+                                   diagnostic_status, pose_from_msg, pose_to_msg, run,
+                                   seconds_to_stamp)
 from bc_robot.sim.camera import CameraRig, camera_info_fields, check_cameras
 from bc_robot.sim.model import JOINT_NAMES
 from bc_robot.sim.pacing import Pacer, RateMeter, RtfMeter
@@ -36,7 +37,7 @@ MAX_BATCH_STEPS = 5  # physics steps between checks of the stop flag / pacer
 RENDER_NICE = 5  # the render thread runs this much nicer: physics keeps real time first
 
 
-class SimArmNode(Node):
+class SimArmNode(LeanSpinning, Node):
     def __init__(self, **node_options) -> None:
         super().__init__('sim_arm', **node_options)
         self.params = declare_parameters(self, SIM_ARM_SCHEMA, self._on_params)

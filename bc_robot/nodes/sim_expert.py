@@ -26,8 +26,8 @@ from std_srvs.srv import Trigger
 from bc_robot.core.pose import Pose
 from bc_robot.graph import READY_KEY, ready_value
 from bc_robot.nodes.common import (COMMAND_QOS, LATCHED_QOS, OK, SENSOR_QOS, WARN,
-                                   DiagnosticsPublisher, declare_parameters, diagnostic_status,
-                                   pose_from_msg, pose_to_msg, run)
+                                   DiagnosticsPublisher, LeanSpinning, declare_parameters,
+                                   diagnostic_status, pose_from_msg, pose_to_msg, run)
 from bc_robot.sim.expert import (Command, CorrectionMonitor, JoyButtons, Observation,
                                  RecordingHandshake, ScriptedExpert, spacenav_axes)
 from bc_robot.sim.model import FINGER_JOINTS, FINGER_TRAVEL
@@ -44,7 +44,7 @@ PRESS_TICKS = 10  # button presses last ~0.2 s at 50 Hz
 WATCH_GRACE = 0.5  # correction: sim s after a reset before judging the new episode
 
 
-class SimExpertNode(Node):
+class SimExpertNode(LeanSpinning, Node):
     def __init__(self, **node_options) -> None:
         super().__init__('sim_expert', **node_options)
         p = self.params = declare_parameters(self, SIM_EXPERT_SCHEMA)
