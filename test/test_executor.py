@@ -90,10 +90,9 @@ def test_ready_callbacks_of_other_groups_still_run_concurrently(rclpy_context):
     assert passed[:2] == [True, True]
 
 
-
 def test_lean_executor_runs_subscriptions_and_sim_time_timers(rclpy_context):
-    """What observation_node, controller_bridge and policy_node rely on when they spin the
-    lean executor: every message of a reliable stream, and timers on the sim clock (/clock
+    """What the nodes that spin the lean executor rely on (LeanSpinning, and PacedSpinning's
+    deadline loops): every message of a reliable stream, and timers on the sim clock (/clock
     at half real time) firing at the sim-time period."""
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
