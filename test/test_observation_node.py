@@ -154,3 +154,21 @@ def test_simulation_only_state_key_refuses_to_start(rclpy_context, tmp_path):
     write_model(tmp_path, make_spec(state_keys=('ee_position', 'gripper', 'sim_objects')))
     with pytest.raises(ValueError, match=r"state key\(s\) \['sim_objects'\].*no source"):
         ObservationNode(parameter_overrides=[Parameter('model', value=str(tmp_path))])
+
+
+def test_stamps_round_as_a_whole_at_second_boundaries():
+    """Sim time summed from 1 ms steps lands just below whole seconds; its stamp must not
+    fall back a second (sim_arm's /clock once went 1.999 → 1.0 → 2.001, and a half-speed
+    recording logged a frame a second early)."""
+    for whole in (1.0, 2.0, 3.0, 1000.0):
+        below = float(np.nextafter(whole, 0.0))
+        stamp = seconds_to_stamp(below)
+        assert (stamp.sec, stamp.nanosec) == (int(whole), 0)
+    t, previous = 0.0, -1.0
+    for _ in range(5000):
+        t += 0.001
+        stamp = seconds_to_stamp(t)
+        assert 0 <= stamp.nanosec < 1_000_000_000
+        assert stamp_to_seconds(stamp) == pytest.approx(t, abs=1e-9)
+        assert stamp_to_seconds(stamp) > previous
+        previous = stamp_to_seconds(stamp)

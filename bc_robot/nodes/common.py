@@ -142,8 +142,11 @@ def stamp_to_seconds(stamp: Time) -> float:
 
 
 def seconds_to_stamp(seconds: float) -> Time:
-    sec = int(np.floor(seconds))
-    return Time(sec=sec, nanosec=int(round((seconds - sec) * 1e9)) % 1_000_000_000)
+    """Rounded to the nanosecond as a whole: sim time summed from 1 ms steps reaches
+    1.9999999999999998 s, which must be 2 s, not 1 s with a nanosecond field that rounded to
+    10⁹ and wrapped to 0 — a /clock jumping back a second once a second."""
+    sec, nanosec = divmod(int(round(seconds * 1e9)), 1_000_000_000)
+    return Time(sec=sec, nanosec=nanosec)
 
 
 def pose_from_msg(msg: PoseStamped) -> Pose:
