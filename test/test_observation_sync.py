@@ -166,3 +166,10 @@ def test_history_waits_for_a_newer_observation():
 def test_sync_config_refuses_bad_values(kwargs, name):
     with pytest.raises(ValueError, match=name):
         SyncConfig(**kwargs)
+
+
+def test_split_seconds_carries_at_whole_seconds():
+    from bc_robot.core.stamps import split_seconds
+    assert split_seconds(float(np.nextafter(2.0, 0.0))) == (2, 0)
+    assert split_seconds(1.0009999999) == (1, 1_000_000)
+    assert split_seconds(0.0) == (0, 0)

@@ -20,6 +20,7 @@ import numpy as np
 
 from bc_robot.core.image import array_to_image
 from bc_robot.core.pose import quat_to_rot6d
+from bc_robot.core.stamps import split_seconds
 from bc_robot.learning.config import ARM_JOINTS, FINGER_JOINTS
 from bc_robot.learning.convert import EpisodeArrays
 
@@ -127,10 +128,7 @@ def write_episode(path: str | Path, settings: SyntheticEpisode | None = None) ->
         return not policy_episode or any(a <= t < b for a, b in s.interventions)
 
     def stamp(t: float):
-        sec = int(np.floor(s.sim_start_s + t))
-        nsec = int(round((s.sim_start_s + t - sec) * 1e9))
-        if nsec >= 1_000_000_000:
-            sec, nsec = sec + 1, nsec - 1_000_000_000
+        sec, nsec = split_seconds(s.sim_start_s + t)
         return T['builtin_interfaces/msg/Time'](sec=sec, nanosec=nsec)
 
     def header(t: float):

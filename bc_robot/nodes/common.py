@@ -27,6 +27,7 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityP
 from bc_robot.core.pacing import PacedLoop
 from bc_robot.core.params import ParamSchema
 from bc_robot.core.pose import Pose
+from bc_robot.core.stamps import split_seconds
 from bc_robot.nodes.executor import GroupAwareExecutor
 
 SENSOR_QOS = qos_profile_sensor_data
@@ -142,10 +143,7 @@ def stamp_to_seconds(stamp: Time) -> float:
 
 
 def seconds_to_stamp(seconds: float) -> Time:
-    """Rounded to the nanosecond as a whole: sim time summed from 1 ms steps reaches
-    1.9999999999999998 s, which must be 2 s, not 1 s with a nanosecond field that rounded to
-    10⁹ and wrapped to 0 — a /clock jumping back a second once a second."""
-    sec, nanosec = divmod(int(round(seconds * 1e9)), 1_000_000_000)
+    sec, nanosec = split_seconds(seconds)
     return Time(sec=sec, nanosec=nanosec)
 
 
