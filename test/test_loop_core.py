@@ -363,8 +363,10 @@ def test_loop_table_and_figure(tmp_path):
              'samples': {'demo': 500, 'correction': 80, 'robot': 400, 'labelled': 580},
              'collection_interventions': 7}]
     table = loop_table(rows)
-    assert '| plain | 1 | 5/10 (50 %' in table and '| 580 (500 + 80) | 400 | 7 |' in table
-    assert '| bc | 0 |' in table and '| – |' in table
+    assert '| plain | 1 | 5/10 (50 %' in table
+    assert '| +30 | 580 (500 + 80) | +16.0 % | 400 | 7 |' in table
+    assert '| weighted | 1 | 6/10 (60 %' in table and '| +40 | 580 (500 + 80) | +16.0 % |' in table
+    assert '| bc | 0 | 2/10 (20 %' in table and '| – | 500 (500 + 0) | – | 0 | – |' in table
     image = cv2.imread(str(loop_figure(tmp_path / 'loop.png', rows)))
     assert image.shape == (420, 1040, 3)
 

@@ -103,16 +103,31 @@ def demo_report(out: Path, result, model: Path, settings: dict[str, Any],
 
 
 def loop_table(rows: Sequence[dict[str, Any]]) -> str:
-    """Markdown table of the loop's evaluations."""
-    lines = ['| variant | round | success | labelled samples (demo + correction) | robot '
-             'samples | interventions while collecting |',
-             '| --- | --- | --- | --- | --- | --- |']
+    """Markdown table of the loop's evaluations, each round set against the BC start: the
+    points of success gained and the labelled samples added (HG-DAgger's two figures)."""
+    base = next((r for r in rows if r['variant'] == 'bc'), None)
+    lines = ['| variant | round | success | vs bc (points) | labelled samples (demo + correction)'
+             ' | labelled vs bc | robot samples | interventions while collecting |',
+             '| --- | --- | --- | --- | --- | --- | --- | --- |']
     for r in rows:
         samples = r['samples']
+        gain, added = _against(r, base)
         lines.append(f'| {r["variant"]} | {r["round"]} | {rate_text(r["successes"], r["episodes"])}'
-                     f' | {samples["labelled"]} ({samples["demo"]} + {samples["correction"]}) | '
-                     f'{samples["robot"]} | {fmt_int(r.get("collection_interventions"))} |')
+                     f' | {gain} | {samples["labelled"]} ({samples["demo"]} + '
+                     f'{samples["correction"]}) | {added} | {samples["robot"]} | '
+                     f'{fmt_int(r.get("collection_interventions"))} |')
     return '\n'.join(lines)
+
+
+def _against(row: dict[str, Any], base: dict[str, Any] | None) -> tuple[str, str]:
+    """(success points gained, labelled samples added in %) of a round against the BC row."""
+    if base is None or row is base or not row['episodes'] or not base['episodes']:
+        return '–', '–'
+    points = 100 * (row['successes'] / row['episodes'] - base['successes'] / base['episodes'])
+    labelled = base['samples']['labelled']
+    added = (f'{100 * (row["samples"]["labelled"] - labelled) / labelled:+.1f} %'
+             if labelled else '–')
+    return f'{points:+.0f}', added
 
 
 def loop_figure(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
