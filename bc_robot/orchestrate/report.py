@@ -123,11 +123,15 @@ def _against(row: dict[str, Any], base: dict[str, Any] | None) -> tuple[str, str
     """(success points gained, labelled samples added in %) of a round against the BC row."""
     if base is None or row is base or not row['episodes'] or not base['episodes']:
         return '–', '–'
-    points = 100 * (row['successes'] / row['episodes'] - base['successes'] / base['episodes'])
+    points = _success_percent(row) - _success_percent(base)
     labelled = base['samples']['labelled']
     added = (f'{100 * (row["samples"]["labelled"] - labelled) / labelled:+.1f} %'
              if labelled else '–')
     return f'{points:+.0f}', added
+
+
+def _success_percent(row: dict[str, Any]) -> float:
+    return 100 * row['successes'] / max(1, row['episodes'])
 
 
 def loop_figure(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
@@ -137,7 +141,7 @@ def loop_figure(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
     for v in variants:
         # round 0 (the BC policy) is shared: every variant's line starts there
         mine = sorted([r for r in rows if r['variant'] in (v, 'bc')], key=lambda r: r['round'])
-        rates = [100 * r['successes'] / max(1, r['episodes']) for r in mine]
+        rates = [_success_percent(r) for r in mine]
         by_round.append((v, [r['round'] for r in mine], rates))
         by_samples.append((v, [r['samples']['labelled'] for r in mine], rates))
     series_round = [s for s in by_round if s[0] != 'bc'] or by_round
