@@ -135,32 +135,16 @@ def test_two_process_ddp_smoke_run(episodes, tmp_path):
     assert result.stdout.count('trained mse for 6 steps') == 1  # rank 0 reports
 
 
-def test_time_budget_stops_anneals_and_carries_over_a_resume(episodes, tmp_path, capsys,
-                                                            caplog):
-    """--max-cpu-minutes: the budget that means the same on a shared machine. The rate's
-    decay ends where the budget does, and a resume counts the budget already spent."""
+def test_time_budget_stops_and_checkpoints(episodes, tmp_path, capsys):
+    """--max-cpu-minutes: the budget that means the same on a shared machine."""
     run = tmp_path / 'budget'
-    command = ['train', str(episodes / 'ep0'), '--head', 'mse', '--out', str(run),
-               '--steps', '100000', *TINY, '--set', 'train.val_every=1']
-    code = main([*command, '--max-cpu-minutes', '0.01'])
+    code = main(['train', str(episodes / 'ep0'), '--head', 'mse', '--out', str(run),
+                 '--steps', '500', '--max-cpu-minutes', '0.001', *TINY])
     assert code == 0, capsys.readouterr().err
     summary = json.loads((run / 'summary.json').read_text())
-    assert 10 <= summary['steps'] < 100000 and summary['train_cpu_seconds'] > 0.6
-    last = torch.load(run / 'checkpoints' / 'last.pt', weights_only=True)
-    assert last['step'] == summary['steps'] and last['budget_spent']['cpu_s'] > 0.6
-    peak = yaml.safe_load((run / 'config.yaml').read_text())['train']['lr']
-    rates = [json.loads(line)['lr'] for line in (run / 'metrics.jsonl').read_text().splitlines()]
-    assert max(rates) == pytest.approx(peak, rel=0.05)      # warmed up to the peak ...
-    assert rates[-1] < 0.2 * peak                            # ... and annealed by the end
-    assert all(a >= b for a, b in zip(rates[2:], rates[3:]))
-
-    # The same budget on resume: already spent, nothing more to train.
-    assert main([*command, '--max-cpu-minutes', '0.01', '--resume']) == 0
-    assert 'time budget was spent before this resume' in caplog.text
-    assert json.loads((run / 'summary.json').read_text())['steps'] == summary['steps']
-    # A larger one trains on from where it stopped.
-    assert main([*command, '--max-cpu-minutes', '0.02', '--resume']) == 0
-    assert json.loads((run / 'summary.json').read_text())['steps'] > summary['steps']
+    assert 1 <= summary['steps'] < 500 and summary['train_cpu_seconds'] > 0.06
+    assert torch.load(run / 'checkpoints' / 'last.pt', weights_only=True)['step'] == \
+        summary['steps']
 
 
 def test_yaw_augmented_training_normalizes_turning_pairs_isotropically(episodes, tmp_path,

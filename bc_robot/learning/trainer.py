@@ -1,5 +1,4 @@
-"""The training loop: AdamW with warmup + cosine decay over the budget that ends the run
-(learning/schedule.py), gradient clipping, optional EMA,
+"""The training loop: AdamW with warmup + cosine decay, gradient clipping, optional EMA,
 validation on held-out episodes, loss curves, checkpoints, resume, `--init` fine-tuning and
 multi-process DistributedDataParallel (torchrun sets RANK/WORLD_SIZE; gloo on CPU, NCCL on
 CUDA).
@@ -33,7 +32,6 @@ from bc_robot.learning.dataset import (BatchSampler, ChunkDataset, compute_stats
                                        split_episodes)
 from bc_robot.learning.plot import plot_losses
 from bc_robot.learning.policy import BCPolicy, PolicyArch
-from bc_robot.learning.schedule import BudgetSchedule
 
 LOG = logging.getLogger(__name__)
 
@@ -145,6 +143,13 @@ class TrainResult:
     train_loss: float
     val_loss: float | None
     metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def _lr_factor(step: int, warmup: int, total: int) -> float:
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def _observations(dataset: ChunkDataset, count: int) -> dict[str, torch.Tensor]:
@@ -288,9 +293,8 @@ def train(config: TrainConfig, episodes: list[EpisodeArrays], run_dir: str | Pat
     policy.to(dev)
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=opt.lr, weight_decay=opt.weight_decay)
-    schedule = BudgetSchedule(opt.steps, opt.warmup_steps, opt.max_minutes,
-                              opt.max_cpu_minutes)
-    spent_before = {'wall_s': 0.0, 'cpu_s': 0.0}  # budget used before a resume
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: _lr_factor(s, opt.warmup_steps, opt.steps))
     per_rank = max(1, math.ceil(opt.batch_size / dist.world_size))
     sampler = BatchSampler(len(train_set), per_rank, config.seed, dist.rank, dist.world_size)
     ema = _EMA(policy, opt.ema_decay) if opt.ema_decay > 0 else None
@@ -300,7 +304,7 @@ def train(config: TrainConfig, episodes: list[EpisodeArrays], run_dir: str | Pat
     if resume_data is not None:
         policy.load_state_dict(resume_data['model'])
         optimizer.load_state_dict(resume_data['optimizer'])
-        spent_before.update(resume_data.get('budget_spent') or {})
+        scheduler.load_state_dict(resume_data['scheduler'])
         sampler.load_state_dict(resume_data['sampler'])
         step = int(resume_data['step'])
         history = json.loads(resume_data['history'])
@@ -333,9 +337,7 @@ def train(config: TrainConfig, episodes: list[EpisodeArrays], run_dir: str | Pat
             'config': json.dumps(config.to_dict()), 'stats': stats_to_json(stats),
             'model': {k: v.detach().cpu() for k, v in policy.state_dict().items()},
             'ema': {k: v.cpu() for k, v in ema.state.items()} if ema else {},
-            'optimizer': optimizer.state_dict(), 'budget_spent': {
-                'wall_s': spent_before['wall_s'] + time.monotonic() - started,
-                'cpu_s': spent_before['cpu_s'] + time.process_time() - cpu_started},
+            'optimizer': optimizer.state_dict(), 'scheduler': scheduler.state_dict(),
             'sampler': sampler.state_dict(), 'step': step, 'best_val': best_val,
             'history': json.dumps(history), 'rng': torch.get_rng_state(),
             'parity': parity, 'sources': json.dumps(sources or []),
@@ -356,17 +358,8 @@ def train(config: TrainConfig, episodes: list[EpisodeArrays], run_dir: str | Pat
     cpu_started = time.process_time()
     start_step = step
     last_loss, metrics = math.nan, {}
-    time_spent = schedule.time_spent(spent_before['wall_s'], spent_before['cpu_s'])
-    if time_spent > 1.0:
-        LOG.warning('the time budget was spent before this resume (%.0f s wall, %.0f s CPU): '
-                    'raise train.max_minutes / train.max_cpu_minutes to train on',
-                    spent_before['wall_s'], spent_before['cpu_s'])
-    progress_start = schedule.progress(step, time_spent)
     policy.train()
-    while step < opt.steps and time_spent <= 1.0:
-        lr = opt.lr * schedule.factor(step, schedule.progress(step, time_spent))
-        for group in optimizer.param_groups:
-            group['lr'] = lr
+    while step < opt.steps:
         batch = train_set.batch(sampler.next())
         batch = (yaw(batch) if yaw is not None else batch).to(dev)
         loss = model(batch.images, batch.state, batch.actions, batch.valid, batch.weight,
@@ -379,6 +372,7 @@ def train(config: TrainConfig, episodes: list[EpisodeArrays], run_dir: str | Pat
         if opt.grad_clip:
             torch.nn.utils.clip_grad_norm_(params, opt.grad_clip)
         optimizer.step()
+        scheduler.step()
         if ema is not None:
             ema.update(policy)
         step += 1
@@ -386,20 +380,19 @@ def train(config: TrainConfig, episodes: list[EpisodeArrays], run_dir: str | Pat
         history['train'].append((step, last_loss))
         elapsed = time.monotonic() - started
         cpu = time.process_time() - cpu_started
-        time_spent = schedule.time_spent(spent_before['wall_s'] + elapsed,
-                                         spent_before['cpu_s'] + cpu)
-        if dist.world_size > 1:  # one schedule and one stop for every rank
-            spent = torch.tensor([time_spent], dtype=torch.float64, device=dev)
-            torch.distributed.all_reduce(spent, op=torch.distributed.ReduceOp.MAX)
-            time_spent = float(spent.item())
-        out_of_time = time_spent > 1.0
+        out_of_time = (opt.max_minutes > 0 and elapsed > 60 * opt.max_minutes) or (
+            opt.max_cpu_minutes > 0 and cpu > 60 * opt.max_cpu_minutes)
+        if dist.world_size > 1:
+            flag = torch.tensor([1.0 if out_of_time else 0.0], device=dev)
+            torch.distributed.all_reduce(flag)
+            out_of_time = bool(flag.item() > 0)
         done = step >= opt.steps or out_of_time
         if dist.main:
             if step % opt.val_every == 0 or done:
                 metrics = validate()
                 history['val'].append((step, metrics['val_loss']))
                 with open(run_dir / 'metrics.jsonl', 'a') as handle:
-                    handle.write(json.dumps({'step': step, 'train_loss': last_loss, 'lr': lr,
+                    handle.write(json.dumps({'step': step, 'train_loss': last_loss,
                                              'elapsed_s': round(elapsed, 2),
                                              'cpu_s': round(cpu, 2), **metrics}) + '\n')
                 plot_losses(run_dir / 'loss_curves.png', history['train'], history['val'],
@@ -411,9 +404,8 @@ def train(config: TrainConfig, episodes: list[EpisodeArrays], run_dir: str | Pat
                 save_checkpoint(ckpt_dir / 'last.pt', payload(metrics))
             if progress is not None:
                 rate = (step - start_step) / max(elapsed, 1e-9)
-                done_since = schedule.progress(step, time_spent) - progress_start
-                eta = elapsed * (1 - progress_start - done_since) / max(done_since, 1e-9)
-                progress(step, opt.steps, {'loss': last_loss, 'it_s': rate, 'eta_s': eta,
+                progress(step, opt.steps, {'loss': last_loss, 'it_s': rate,
+                                           'eta_s': (opt.steps - step) / max(rate, 1e-9),
                                            **metrics})
         if out_of_time:
             LOG.warning('stopping at step %d: time budget reached (train.max_minutes = %g, '
