@@ -54,6 +54,7 @@ def test_train_resume_export_and_init(episodes, tmp_path, capsys):
     metrics = [json.loads(line) for line in (run / 'metrics.jsonl').read_text().splitlines()]
     assert [m['step'] for m in metrics] == [6, 12]
     assert all(np.isfinite(m['val_loss']) and m['val_position_error_m'] >= 0 for m in metrics)
+    assert 0 < metrics[1]['lr'] < metrics[0]['lr'] <= config['train']['lr']  # cosine decay
     png = cv2.imread(str(run / 'loss_curves.png'))
     assert png is not None and png.shape[2] == 3
     blue = (png[:, :, 0] > 150) & (png[:, :, 2] < 100)  # the train curve is drawn

@@ -371,6 +371,7 @@ def train(config: TrainConfig, episodes: list[EpisodeArrays], run_dir: str | Pat
         loss.backward()
         if opt.grad_clip:
             torch.nn.utils.clip_grad_norm_(params, opt.grad_clip)
+        lr = optimizer.param_groups[0]['lr']  # this step's rate, for metrics.jsonl
         optimizer.step()
         scheduler.step()
         if ema is not None:
@@ -392,7 +393,7 @@ def train(config: TrainConfig, episodes: list[EpisodeArrays], run_dir: str | Pat
                 metrics = validate()
                 history['val'].append((step, metrics['val_loss']))
                 with open(run_dir / 'metrics.jsonl', 'a') as handle:
-                    handle.write(json.dumps({'step': step, 'train_loss': last_loss,
+                    handle.write(json.dumps({'step': step, 'train_loss': last_loss, 'lr': lr,
                                              'elapsed_s': round(elapsed, 2),
                                              'cpu_s': round(cpu, 2), **metrics}) + '\n')
                 plot_losses(run_dir / 'loss_curves.png', history['train'], history['val'],
