@@ -20,8 +20,8 @@ from bc_robot.orchestrate.loop import (LoopSettings, budget_decision, budget_lim
                                        wait_finalized)
 from bc_robot.orchestrate.report import demo_report, loop_figure, loop_table, rate_text
 from bc_robot.orchestrate.stats import (ACTING, IDLE, PAUSED, EpisodeOutcome, chunking_summary,
-                                        percentiles, summarize, trace_arrays, wilson_interval,
-                                        window_metrics)
+                                        difference_interval, percentiles, summarize,
+                                        trace_arrays, wilson_interval, window_metrics)
 from bc_robot.orchestrate.training import PLAIN, TrainSettings, count_samples
 from bc_robot.sim.expert import ExpertConfig, JoyButtons, RecordingHandshake, ScriptedExpert
 
@@ -353,6 +353,15 @@ def test_demo_report_names_the_figures_and_numbers(tmp_path):
     assert (tmp_path / 'r' / 'summary.json').is_file()
 
 
+def test_difference_interval_matches_newcombe():
+    # Newcombe (1998), Stat. Med. 17:873, method 10, his examples (a) and (b)
+    assert difference_interval(56, 70, 48, 80) == pytest.approx((0.0524, 0.3339), abs=1e-4)
+    assert difference_interval(9, 10, 3, 10) == pytest.approx((0.1705, 0.8090), abs=1e-4)
+    low, high = difference_interval(3, 10, 9, 10)  # the other way round: mirrored
+    assert (low, high) == pytest.approx((-0.8090, -0.1705), abs=1e-4)
+    assert all(math.isnan(v) for v in difference_interval(1, 0, 1, 5))
+
+
 def test_loop_table_and_figure(tmp_path):
     samples = {'demo': 500, 'correction': 0, 'robot': 0, 'labelled': 500}
     rows = [{'variant': 'bc', 'round': 0, 'episodes': 10, 'successes': 2, 'samples': samples},
@@ -364,8 +373,10 @@ def test_loop_table_and_figure(tmp_path):
              'collection_interventions': 7}]
     table = loop_table(rows)
     assert '| plain | 1 | 5/10 (50 %' in table
-    assert '| +30 | 580 (500 + 80) | +16.0 % | 400 | 7 |' in table
-    assert '| weighted | 1 | 6/10 (60 %' in table and '| +40 | 580 (500 + 80) | +16.0 % |' in table
+    # the gain's 95 % interval (Newcombe): 5/10 against 2/10 is no clear gain, 6/10 neither
+    assert '| +30 (-11 to +60) | 580 (500 + 80) | +16.0 % | 400 | 7 |' in table
+    assert '| weighted | 1 | 6/10 (60 %' in table
+    assert '| +40 (-2 to +67) | 580 (500 + 80) | +16.0 % |' in table
     assert '| bc | 0 | 2/10 (20 %' in table and '| – | 500 (500 + 0) | – | 0 | – |' in table
     image = cv2.imread(str(loop_figure(tmp_path / 'loop.png', rows)))
     assert image.shape == (420, 1040, 3)

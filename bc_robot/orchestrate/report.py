@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from bc_robot.orchestrate import draw
-from bc_robot.orchestrate.stats import EpisodeOutcome, wilson_interval
+from bc_robot.orchestrate.stats import EpisodeOutcome, difference_interval, wilson_interval
 
 
 def fmt(value: Any, digits: int = 1, unit: str = '') -> str:
@@ -104,9 +104,11 @@ def demo_report(out: Path, result, model: Path, settings: dict[str, Any],
 
 def loop_table(rows: Sequence[dict[str, Any]]) -> str:
     """Markdown table of the loop's evaluations, each round set against the BC start: the
-    points of success gained and the labelled samples added (HG-DAgger's two figures)."""
+    points of success gained, with the 95 % interval of that difference, and the labelled
+    samples added (HG-DAgger's two figures)."""
     base = next((r for r in rows if r['variant'] == 'bc'), None)
-    lines = ['| variant | round | success | vs bc (points) | labelled samples (demo + correction)'
+    lines = ['| variant | round | success | vs bc (points, 95 % CI) '
+             '| labelled samples (demo + correction)'
              ' | labelled vs bc | robot samples | interventions while collecting |',
              '| --- | --- | --- | --- | --- | --- | --- | --- |']
     for r in rows:
@@ -124,10 +126,12 @@ def _against(row: dict[str, Any], base: dict[str, Any] | None) -> tuple[str, str
     if base is None or row is base or not row['episodes'] or not base['episodes']:
         return '–', '–'
     points = _success_percent(row) - _success_percent(base)
+    low, high = difference_interval(row['successes'], row['episodes'], base['successes'],
+                                    base['episodes'])
     labelled = base['samples']['labelled']
     added = (f'{100 * (row["samples"]["labelled"] - labelled) / labelled:+.1f} %'
              if labelled else '–')
-    return f'{points:+.0f}', added
+    return f'{points:+.0f} ({100 * low:+.0f} to {100 * high:+.0f})', added
 
 
 def _success_percent(row: dict[str, Any]) -> float:

@@ -101,6 +101,22 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+def difference_interval(successes: int, n: int, base_successes: int, base_n: int,
+                        z: float = 1.96) -> tuple[float, float]:
+    """95 % interval of a success-rate difference (Newcombe's hybrid score method, from the two
+    Wilson intervals): whether a round's gain over the BC start is more than the luck of
+    which scenes succeeded. Unpaired, since one policy's success on a scene says little
+    about another's (docs/training.md, session 25)."""
+    if n <= 0 or base_n <= 0:
+        return (math.nan, math.nan)
+    p, q = successes / n, base_successes / base_n
+    (low, high), (base_low, base_high) = (wilson_interval(successes, n, z),
+                                          wilson_interval(base_successes, base_n, z))
+    below = math.sqrt((p - low) ** 2 + (base_high - q) ** 2)
+    above = math.sqrt((high - p) ** 2 + (q - base_low) ** 2)
+    return (p - q - below, p - q + above)
+
+
 def trace_arrays(dump: dict[str, Any]) -> dict[str, np.ndarray]:
     """The dump's per-tick trace as float arrays; ValueError naming what is missing."""
     trace = dump.get('trace')
