@@ -122,7 +122,8 @@ def loop_table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def _against(row: dict[str, Any], base: dict[str, Any] | None) -> tuple[str, str]:
-    """(success points gained, labelled samples added in %) of a round against the BC row."""
+    """(success points gained with their 95 % interval, labelled samples added in %) of a
+    round against the BC row."""
     if base is None or row is base or not row['episodes'] or not base['episodes']:
         return '–', '–'
     points = _success_percent(row) - _success_percent(base)

@@ -110,8 +110,8 @@ def difference_interval(successes: int, n: int, base_successes: int, base_n: int
     if n <= 0 or base_n <= 0:
         return (math.nan, math.nan)
     p, q = successes / n, base_successes / base_n
-    (low, high), (base_low, base_high) = (wilson_interval(successes, n, z),
-                                          wilson_interval(base_successes, base_n, z))
+    low, high = wilson_interval(successes, n, z)
+    base_low, base_high = wilson_interval(base_successes, base_n, z)
     below = math.sqrt((p - low) ** 2 + (base_high - q) ** 2)
     above = math.sqrt((high - p) ** 2 + (q - base_low) ** 2)
     return (p - q - below, p - q + above)
