@@ -75,6 +75,7 @@ class Probe:
             self.executor.add_node(node)
 
     def remove_node(self, node) -> None:
+        """Stop spinning `node`, wherever `add_node` put it, before the test destroys it."""
         spinner = self._spinners.pop(node, None)
         if spinner is not None:
             spinner.stop()

@@ -145,7 +145,7 @@ def test_descriptors_visible_through_describe_parameters_service(probe):
         assert mode.additional_constraints == 'one of sync, rtc'
         assert cameras.description == 'camera names'
     finally:
-        probe.executor.remove_node(node)
+        probe.remove_node(node)
         node.destroy_node()
 
 
@@ -232,7 +232,7 @@ def test_runtime_sets_over_the_wire(probe):
                            + ([{'rate': 30.0}]
                               if hasattr(node, 'add_pre_set_parameters_callback') else []))
     finally:
-        probe.executor.remove_node(node)
+        probe.remove_node(node)
         node.destroy_node()
 
 

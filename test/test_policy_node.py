@@ -69,7 +69,7 @@ def model(tmp_path):
 
 
 def close(probe, rig):
-    probe.executor.remove_node(rig.policy)
+    probe.remove_node(rig.policy)
     rig.policy.close()
     rig.policy.destroy_node()
 

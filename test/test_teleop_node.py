@@ -84,7 +84,7 @@ def make_rig(probe, tmp_path):
     yield _make
     for rig in rigs:
         rig.teleop.close()
-        probe.executor.remove_node(rig.teleop)
+        probe.remove_node(rig.teleop)
         rig.teleop.destroy_node()
 
 
