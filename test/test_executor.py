@@ -142,3 +142,34 @@ def test_lean_executor_runs_subscriptions_and_sim_time_timers(rclpy_context):
     # ~4 s of wall time is ~2 s of sim time: ~20 calls of a 0.1 s sim-time timer, not ~40.
     assert 12 <= len(fired) <= 24, fired
     assert np.diff(fired) == pytest.approx(0.1, abs=0.03)
+
+
+def test_shutdown_waits_for_the_callbacks_it_dispatched(rclpy_context):
+    """rclpy (kilted) destroys the executor's guard condition without waiting for callbacks
+    still in the pool; one that then wakes the executor raises InvalidHandle, unseen
+    ("exception was never retrieved" at exit). Stopping a spin_once loop mid-traffic, as
+    `common.run` does at SIGINT, must leave every dispatched callback finished cleanly."""
+    from rclpy.node import Node
+    failures = []
+    for attempt in range(20):
+        node = Node(f'shutdown_under_test_{attempt}')
+        for _ in range(4):
+            node.create_timer(0.001, lambda: time.sleep(0.0005))
+        executor = GroupAwareExecutor(num_threads=4)
+        executor.add_node(node)
+        stop = threading.Event()
+
+        def spin():
+            while not stop.is_set():
+                executor.spin_once(timeout_sec=0.01)
+
+        thread = threading.Thread(target=spin, name='spin-once-loop')
+        thread.start()
+        time.sleep(0.05)
+        stop.set()
+        thread.join(10)
+        executor.shutdown()
+        failures += [repr(task.exception()) for task in executor._futures
+                     if task.done() and task.exception() is not None]
+        node.destroy_node()
+    assert not failures, failures

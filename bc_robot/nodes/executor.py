@@ -17,11 +17,17 @@ stock executor 1376 of 1500); what it cost reliably: the test suite went from 8 
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Callable
 
 from rclpy.callback_groups import CallbackGroup, MutuallyExclusiveCallbackGroup
 from rclpy.executors import (ConditionReachedException, ExternalShutdownException,
                              MultiThreadedExecutor, ShutdownException, TimeoutException)
+
+
+# How long shutdown() waits for dispatched callbacks when given no timeout: a callback that
+# awaits something that never comes must not hang a node's exit.
+SHUTDOWN_DRAIN_S = 2.0
 
 
 class GroupAwareExecutor(MultiThreadedExecutor):
@@ -68,3 +74,15 @@ class GroupAwareExecutor(MultiThreadedExecutor):
         for done in [f for f in self._futures if f.done()]:
             self._futures.remove(done)
             done.result()  # raise any exception from a callback
+
+    def shutdown(self, timeout_sec: float | None = None, *,
+                 wait_for_threads: bool = True) -> bool:
+        """Let the callbacks already dispatched finish first. rclpy (kilted) skips its own
+        wait and destroys the guard condition while they are still in the pool; each then
+        raises InvalidHandle when it wakes the executor, an error nobody retrieves."""
+        drain = SHUTDOWN_DRAIN_S if timeout_sec is None or timeout_sec < 0 else timeout_sec
+        deadline = time.monotonic() + drain
+        dispatched = list(self._futures)
+        while any(not task.done() for task in dispatched) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        return super().shutdown(timeout_sec, wait_for_threads=wait_for_threads)
