@@ -85,4 +85,6 @@ class GroupAwareExecutor(MultiThreadedExecutor):
         dispatched = list(self._futures)
         while any(not task.done() for task in dispatched) and time.monotonic() < deadline:
             time.sleep(0.001)
-        return super().shutdown(timeout_sec, wait_for_threads=wait_for_threads)
+        if wait_for_threads:  # Humble's shutdown has no wait_for_threads
+            return super().shutdown(timeout_sec)
+        return super().shutdown(timeout_sec, wait_for_threads=False)
