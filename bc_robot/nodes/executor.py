@@ -79,7 +79,9 @@ class GroupAwareExecutor(MultiThreadedExecutor):
                  wait_for_threads: bool = True) -> bool:
         """Let the callbacks already dispatched finish first. rclpy (kilted) skips its own
         wait and destroys the guard condition while they are still in the pool; each then
-        raises InvalidHandle when it wakes the executor, an error nobody retrieves."""
+        raises InvalidHandle when it wakes the executor, an error nobody retrieves. (A
+        callback that shuts down its own executor waits out the drain: its task is one of
+        them. No bc_robot callback does; every node stops from its spinning thread.)"""
         drain = SHUTDOWN_DRAIN_S if timeout_sec is None or timeout_sec < 0 else timeout_sec
         deadline = time.monotonic() + drain
         dispatched = list(self._futures)
