@@ -203,6 +203,8 @@ def test_loop_settings_refuse_bad_budgets():
         LoopSettings(dart_sigma=0.5)
     with pytest.raises(ValueError, match='record_real_time_factor = 0.0 must be'):
         LoopSettings(record_real_time_factor=0.0)
+    with pytest.raises(ValueError, match='record_nudges = -1 must be'):
+        LoopSettings(record_nudges=-1)
     assert dart_params(0.0) is None
     assert dart_params(0.01) == {'dart_enabled': True, 'dart_sigma_position': 0.01,
                                  'dart_max_position': 0.02}

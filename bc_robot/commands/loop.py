@@ -77,6 +77,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='record the demonstrations with DART noise of this std (m) on '
                              'the executed target (0 = off; the label stays the clean '
                              'command)')
+    parser.add_argument('--nudges', type=int, default=0, metavar='COUNT',
+                        help='give the cube this many nudges (random direction, 1-2 cm) per '
+                             'demonstration while recording, so the demonstrations show the '
+                             'human steering a cube that left its push line (0 = off; '
+                             'corrections and evaluation run without them)')
     parser.add_argument('--record-rtf', type=float, default=1.0, metavar='FACTOR',
                         help='sim speed while recording demonstrations (1.0); below 1 the record '
                              'graph runs on sim time, slower than real time, so a loaded machine '
@@ -138,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
             variants=tuple(dict.fromkeys(args.variants)),
             task=args.task, executor=args.executor, finetune=args.finetune,
             expert=expert_params(args.side, args.expert),
-            dart_sigma=args.dart, demo_dirs=tuple(args.demos_from),
+            dart_sigma=args.dart, record_nudges=args.nudges, demo_dirs=tuple(args.demos_from),
             record_real_time_factor=args.record_rtf, label_budget=args.label_budget,
             episode=EpisodeSettings(timeout=args.timeout),
             train=TrainSettings(head=args.head, steps=args.steps, batch_size=args.batch_size,

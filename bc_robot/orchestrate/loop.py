@@ -56,6 +56,7 @@ class LoopSettings:
     sim: dict[str, Any] = field(default_factory=dict)
     expert: dict[str, Any] = field(default_factory=dict)   # sim_expert parameters (e.g. side)
     dart_sigma: float = 0.0        # m; > 0: DART noise on the executed target while recording
+    record_nudges: int = 0         # cube nudges per demonstration while recording (sim_arm)
     # Sim speed while recording (< 1: slower than real time, the graph on sim time, so a
     # loaded machine still renders and records every camera frame; see record_demos).
     record_real_time_factor: float = 1.0
@@ -85,6 +86,8 @@ class LoopSettings:
             raise ValueError(f'task {self.task!r} is not one of {", ".join(TASKS)}')
         if not 0.0 <= self.dart_sigma <= 0.025:  # the cap, 2 sigma, must fit teleop_node's 0.05
             raise ValueError(f'dart_sigma = {self.dart_sigma} must be in [0, 0.025] m')
+        if not (isinstance(self.record_nudges, int) and 0 <= self.record_nudges <= 10):
+            raise ValueError(f'record_nudges = {self.record_nudges!r} must be an int in [0, 10]')
         if not 0.05 <= self.record_real_time_factor <= 4.0:
             raise ValueError(f'record_real_time_factor = {self.record_real_time_factor} must be '
                              f'in [0.05, 4]')
@@ -250,7 +253,9 @@ def run_loop(link: RosLink, out: Path, settings: LoopSettings,
         say(f'[loop] recording {settings.demos} demonstrations through teleop …')
         record = record_demos(link, work, 'record', settings.demos, out / 'demos',
                               settings.task, settings.demo_seed, settings.demo_seed,
-                              settings.demo_timeout, sim, expert=settings.expert,
+                              settings.demo_timeout,
+                              {**sim, 'nudge_count': settings.record_nudges},
+                              expert=settings.expert,
                               teleop=dart_params(settings.dart_sigma),
                               real_time_factor=settings.record_real_time_factor)
         say(f'  {len(record.episodes)} episodes recorded, expert success '

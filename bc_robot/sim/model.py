@@ -107,6 +107,10 @@ class ArmModel:
         q[self.cube_qpos + 3:self.cube_qpos + 7] = [np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)]
         self.data.qvel[self.cube_dof:self.cube_dof + 6] = 0.0
 
+    def nudge_cube(self, velocity_xy: tuple[float, float]) -> None:
+        """Add this table-plane velocity (m/s) to the cube, as a flick of a finger would."""
+        self.data.qvel[self.cube_dof:self.cube_dof + 2] += velocity_xy
+
     def goal_position(self) -> np.ndarray:
         return self.data.mocap_pos[self.goal_mocap].copy()
 

@@ -8,6 +8,7 @@ from typing import Any, Mapping
 
 from bc_robot.core.params import ParamSchema, ParamSpec
 from bc_robot.sim.controller import ImpedanceConfig
+from bc_robot.sim.disturbance import NudgeConfig
 from bc_robot.sim.expert import CorrectionConfig, ExpertConfig
 from bc_robot.sim.runner import RunnerConfig
 from bc_robot.sim.tasks import TASKS, TaskConfig
@@ -15,6 +16,7 @@ from bc_robot.sim.world import SimConfig
 
 _defaults_task = TaskConfig()
 _defaults_gain = ImpedanceConfig()
+_defaults_nudge = NudgeConfig()
 
 GAIN_PARAMS = ('translational_stiffness', 'rotational_stiffness', 'translational_damping',
                'rotational_damping', 'nullspace_stiffness', 'nullspace_damping',
@@ -74,6 +76,15 @@ SIM_ARM_SCHEMA = ParamSchema([
     ParamSpec('success_radius', _defaults_task.success_radius, 'success when the cube centre '
               '(push) or the TCP (reach) is within this distance of the goal (m)',
               min_value=0.001, max_value=0.2),
+    ParamSpec('nudge_count', _defaults_nudge.count, 'push: nudges given to the cube per episode, '
+              'each in a random direction (0 = none; for recording demonstrations that show '
+              'a cube steered back onto its line, never for evaluation)', min_value=0,
+              max_value=10),
+    ParamSpec('nudge_window', list(_defaults_nudge.window), 'push: the nudges fall at random '
+              'episode times in [start, end] (s)', min_value=0.0, max_value=600.0),
+    ParamSpec('nudge_speed', list(_defaults_nudge.speed), 'push: speed given to the cube by '
+              'a nudge, drawn from [low, high] (m/s; 0.3 slides it about 1 cm)',
+              min_value=0.0, max_value=2.0),
     ParamSpec('base_frame', 'base', 'frame_id of /current_pose; targets in another frame are '
               'refused', allow_empty=False),
     ParamSpec('joint_states_topic', '/joint_states', 'arm + gripper joint states out',
@@ -106,7 +117,9 @@ def task_from_params(values: Mapping[str, Any]) -> TaskConfig:
 def sim_config_from_params(values: Mapping[str, Any]) -> SimConfig:
     """Typed, validated config; ValueError names the bad value."""
     return SimConfig(task=task_from_params(values), impedance=impedance_from_params(values),
-                     seed=int(values['seed']))
+                     seed=int(values['seed']),
+                     nudges=NudgeConfig(int(values['nudge_count']), tuple(values['nudge_window']),
+                                        tuple(values['nudge_speed'])))
 
 
 _defaults_expert = ExpertConfig()

@@ -6,7 +6,7 @@ tests drive it directly, so all three exercise exactly the same physics and rule
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import numpy as np
 
 from bc_robot.core.pose import Pose
 from bc_robot.sim.controller import CartesianImpedance, ImpedanceConfig
+from bc_robot.sim.disturbance import Nudge, NudgeConfig, nudge_schedule
 from bc_robot.sim.model import ASSET_PATH, ArmModel
 from bc_robot.sim.tasks import Scene, TaskConfig, evaluate, sample_scene
 
@@ -27,6 +28,7 @@ class SimConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
     impedance: ImpedanceConfig = field(default_factory=ImpedanceConfig)
     seed: int = 0
+    nudges: NudgeConfig = field(default_factory=NudgeConfig)  # push: cube nudges (recording)
 
     def __post_init__(self) -> None:
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
@@ -49,12 +51,13 @@ class SimWorld:
         self.rejected_gripper = 0
         self.gripper_target = 1.0
         self.success = False
+        self.pending_nudges: list[Nudge] = []
         self.reset()
 
     # --- episodes -------------------------------------------------------------------------
     def set_seed(self, seed: int) -> None:
         """The next reset starts a fresh sequence: its scene uses exactly `seed`."""
-        self.config = SimConfig(self.config.task, self.config.impedance, int(seed))
+        self.config = replace(self.config, seed=int(seed))
         self._next_offset = 0
 
     def reset(self) -> dict[str, Any]:
@@ -77,6 +80,8 @@ class SimWorld:
         self.arm.set_gripper_command(1.0)
         self.success = False
         self.episode_start = now
+        self.pending_nudges = (nudge_schedule(self.config.nudges, self.scene.seed)
+                               if is_push else [])
         return self.task_state()
 
     # --- commands ------------------------------------------------------------------------
@@ -106,7 +111,7 @@ class SimWorld:
         return None
 
     def set_impedance(self, config: ImpedanceConfig) -> None:
-        self.config = SimConfig(self.config.task, config, self.config.seed)
+        self.config = replace(self.config, impedance=config)
         self.controller.set_config(config)
 
     # --- physics -------------------------------------------------------------------------
@@ -114,6 +119,8 @@ class SimWorld:
         """n physics steps (1 ms each) with the controller evaluated every step."""
         m, d, compute = self.arm.model, self.arm.data, self.controller.compute
         for _ in range(n):
+            if self.pending_nudges and d.time - self.episode_start >= self.pending_nudges[0].time:
+                self.arm.nudge_cube(self.pending_nudges.pop(0).velocity)
             mujoco.mj_step1(m, d)
             compute()
             mujoco.mj_step2(m, d)
