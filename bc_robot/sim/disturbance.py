@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bc_robot.sim.tasks import check_range
+
 # Separates the nudge draws from the scene's own (both derive from the scene seed).
 NUDGE_STREAM = 0x6E75
 
@@ -28,13 +30,11 @@ class NudgeConfig:
                 or not 0 <= self.count <= 10:
             raise ValueError(f'nudge count must be an int in [0, 10], got {self.count!r}')
         for name, low_limit, high_limit in (('window', 0.0, 600.0), ('speed', 0.0, 2.0)):
-            value = tuple(getattr(self, name))
-            if len(value) != 2 or not all(isinstance(v, (int, float)) and math.isfinite(v)
-                                          for v in value) \
-                    or not low_limit <= value[0] <= value[1] <= high_limit:
-                raise ValueError(f'nudge {name} must be [low, high] with {low_limit} <= low <= '
-                                 f'high <= {high_limit}, got {list(value)!r}')
-            setattr(self, name, (float(value[0]), float(value[1])))
+            low, high = check_range(f'nudge {name}', tuple(getattr(self, name)))
+            if low < low_limit or high > high_limit:
+                raise ValueError(f'nudge {name} must lie in [{low_limit}, {high_limit}], got '
+                                 f'{[low, high]!r}')
+            setattr(self, name, (low, high))
 
 
 @dataclass(frozen=True)

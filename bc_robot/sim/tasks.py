@@ -17,7 +17,7 @@ PARKED_CUBE_XY = (0.85, -0.55)
 MAX_GOAL_TRIES = 200
 
 
-def _check_range(name: str, value: tuple[float, float]) -> tuple[float, float]:
+def check_range(name: str, value: tuple[float, float]) -> tuple[float, float]:
     if len(value) != 2:
         raise ValueError(f'{name} must be [low, high], got {list(value)!r}')
     low, high = float(value[0]), float(value[1])
@@ -47,7 +47,7 @@ class TaskConfig:
             raise ValueError(f'unknown task {self.name!r}; known tasks: {", ".join(TASKS)}')
         for name in ('cube_x', 'cube_y', 'cube_yaw', 'goal_distance', 'goal_x', 'goal_y',
                      'marker_x', 'marker_y', 'marker_z'):
-            setattr(self, name, _check_range(name, tuple(getattr(self, name))))
+            setattr(self, name, check_range(name, tuple(getattr(self, name))))
         if self.goal_distance[0] <= 0.0:
             raise ValueError(f'goal_distance must be > 0, got {list(self.goal_distance)!r}')
         if not math.isfinite(self.success_radius) or self.success_radius <= 0.0:
