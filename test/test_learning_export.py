@@ -34,7 +34,8 @@ def _stats() -> dict[str, NormStats]:
 def _policy(head: str, options: dict | None = None, relative: bool | str = False,
             dropout: float = 0.0, action_frame: str = 'world',
             auxiliary_keys: tuple[str, ...] = (),
-            stats: dict[str, NormStats] | None = None) -> BCPolicy:
+            stats: dict[str, NormStats] | None = None,
+            frame_only_keys: tuple[str, ...] = ()) -> BCPolicy:
     torch.manual_seed(0)
     arch = PolicyArch(head=head, cameras=CAMERAS, state_keys=STATE_KEYS, history=2,
                       chunk_length=4, control_rate_hz=20.0,
@@ -43,6 +44,7 @@ def _policy(head: str, options: dict | None = None, relative: bool | str = False
                       model=ModelConfig(channels=(8, 16), keypoints=8, d_model=32,
                                         state_hidden=16, relative_position=relative,
                                         dropout=dropout, action_frame=action_frame,
+                                        frame_only_keys=frame_only_keys,
                                         head_options=options or {}))
     return BCPolicy(arch, stats or _stats())
 
@@ -130,6 +132,48 @@ def test_relative_position_is_added_back_inside_the_graph(head, relative, tmp_pa
     anchored[axes] += observation['state'][-1, axes]
     np.testing.assert_allclose(chunk[:, :3], np.broadcast_to(anchored, (4, 3)), atol=1e-5)
     np.testing.assert_allclose(chunk[:, 3:], np.broadcast_to(mean[3:], (4, 7)), atol=1e-5)
+
+
+@pytest.mark.parametrize('hidden', [True, False])
+def test_frame_only_keys_reach_the_action_frame_but_not_the_network(hidden, tmp_path):
+    """model.frame_only_keys [ee_position]: moving the arm elsewhere on the table moves the
+    exported targets with it and changes nothing else, since the network never sees where
+    the arm is; without the option the same move changes what the network predicts."""
+    policy = _policy('flow', relative=True,
+                     frame_only_keys=('ee_position',) if hidden else ())
+    export_policy(policy, _stats(), tmp_path / 'm', _observations(4))
+    session = ort_session(tmp_path / 'm' / 'policy.onnx')
+    observation = _observations(1, seed=5)[0]
+    moved = dict(observation, state=observation['state'].copy())
+    shift = np.array([0.12, -0.07, 0.03], np.float32)
+    moved['state'][:, :3] += shift
+    noise = np.random.default_rng(3).standard_normal((1, 4, 10)).astype(np.float32)
+
+    def chunk(obs):
+        return session.run(None, {'image.front': obs['image.front'][None],
+                                  'image.wrist': obs['image.wrist'][None],
+                                  'state': obs['state'][None],
+                                  'prefix': np.zeros((1, 4, 10), np.float32),
+                                  'prefix_weights': np.zeros((1, 4), np.float32),
+                                  'noise': noise})[0][0]
+
+    here, there = chunk(observation), chunk(moved)
+    offset = there - here
+    offset[:, :3] -= shift
+    if hidden:
+        np.testing.assert_allclose(offset, 0.0, atol=1e-5)
+    else:
+        assert np.abs(offset).max() > 1e-3
+
+
+def test_frame_only_keys_must_be_state_keys():
+    from bc_robot.learning.config import load_config
+    with pytest.raises(ValueError, match=r"model.frame_only_keys entry 'joint_positions' is not "
+                                         r"in data.state_keys \['ee_position', 'gripper'\]"):
+        load_config(None, {'data.state_keys': ['ee_position', 'gripper'],
+                           'model.frame_only_keys': ['joint_positions']})
+    with pytest.raises(ValueError, match=r"model.frame_only_keys entry 'elbow' is unknown"):
+        ModelConfig(frame_only_keys=('elbow',))
 
 
 def test_tool_frame_actions_are_turned_back_into_the_base_frame_inside_the_graph(tmp_path):

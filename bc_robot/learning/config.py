@@ -199,6 +199,11 @@ class ModelConfig:
     # TCP's own frame (learning/frames.py), so a push along the paddle is one action whatever
     # its direction on the table; 'world': the base frame.
     action_frame: str = 'world'
+    # State keys kept in the state vector for the action frame only, hidden from the network
+    # (zeros in its input): with `[ee_position]` a relative-position policy cannot tell
+    # scenes apart by where the arm is on the table, so it must act on what it sees relative
+    # to the TCP instead of recalling the demonstration that passed there.
+    frame_only_keys: tuple[str, ...] = ()
     head_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -225,6 +230,12 @@ class ModelConfig:
         _require(self.action_frame == 'world' or self.relative_axes == (0, 1, 2),
                  f'model.action_frame: tool predicts every position axis relative to the TCP: '
                  f'it needs model.relative_position: true, got {self.relative_position!r}')
+        object.__setattr__(self, 'frame_only_keys', tuple(self.frame_only_keys))
+        for key in self.frame_only_keys:
+            _require(key in STATE_KEY_DIMS, f'model.frame_only_keys entry {key!r} is unknown; '
+                                            f'known: {", ".join(STATE_KEY_DIMS)}')
+        _require(len(set(self.frame_only_keys)) == len(self.frame_only_keys),
+                 f'model.frame_only_keys has repeats: {list(self.frame_only_keys)}')
         _require(isinstance(self.head_options, dict),
                  f'model.head_options must be a mapping, got {self.head_options!r}')
 
@@ -312,6 +323,10 @@ class TrainConfig:
         _require(not self.model.relative_axes or 'ee_position' in self.data.state_keys,
                  f'model.relative_position needs ee_position in data.state_keys, got '
                  f'{list(self.data.state_keys)}')
+        for key in self.model.frame_only_keys:
+            _require(key in self.data.state_keys,
+                     f'model.frame_only_keys entry {key!r} is not in data.state_keys '
+                     f'{list(self.data.state_keys)}')
         if self.model.action_frame == 'tool':
             _require('ee_rot6d' in self.data.state_keys,
                      f'model.action_frame: tool needs ee_rot6d in data.state_keys, got '

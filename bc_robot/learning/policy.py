@@ -78,6 +78,7 @@ class PolicyArch:
         data['state_keys'] = list(self.state_keys)
         data['auxiliary_keys'] = list(self.auxiliary_keys)
         data['model']['channels'] = list(self.model.channels)
+        data['model']['frame_only_keys'] = list(self.model.frame_only_keys)
         return data
 
     @classmethod
@@ -154,6 +155,11 @@ class BCPolicy(nn.Module):
         self.register_buffer('action_std', _stats_tensor(stats.get('action'), 'std', a, 1.0))
         self.register_buffer('state_mean', _stats_tensor(stats.get('state'), 'mean', s, 0.0))
         self.register_buffer('state_std', _stats_tensor(stats.get('state'), 'std', s, 1.0))
+        seen = torch.ones(s)
+        for key in arch.model.frame_only_keys:
+            seen[state_slice(arch.state_keys, key)] = 0.0
+        # Not persistent: it follows from the architecture, and checkpoints stay as they were.
+        self.register_buffer('state_seen', seen, persistent=False)
         self.frame = arch.action_frame
         self.encoder = ObsEncoder(arch)
         # Not in the exported graph: sample() never reads it.
@@ -191,8 +197,8 @@ class BCPolicy(nn.Module):
         return (self.frame.to_model(actions, latest) - self.action_mean) / self.action_std
 
     def encode(self, images: dict[str, torch.Tensor], state: torch.Tensor | None):
-        state_n = (state - self.state_mean) / self.state_std if state is not None \
-            and self.encoder.state is not None else None
+        state_n = (state - self.state_mean) / self.state_std * self.state_seen \
+            if state is not None and self.encoder.state is not None else None
         return self.encoder(images, state_n)
 
     @torch.no_grad()
