@@ -99,6 +99,26 @@ def test_runs_the_configured_seeds_deterministically(tmp_path):
             summary['seeds']) == (2, 0, 0.0, [7, 8])
 
 
+def test_closest_distance_is_the_smallest_the_episode_reached(tmp_path):
+    """A failure that passed the goal and one that never came near look alike at the end;
+    the result keeps the smallest distance of every tick to tell them apart."""
+    with PolicyRollout(_model(tmp_path / 'm'), RolloutConfig(episodes=1, timeout_s=1.0,
+                                                            execute_steps=5)) as r:
+        world, seen = r.world, []
+        task_state = world.task_state
+        dips = iter([0.3, 0.3, 0.012, 0.3] + [0.3] * 100)
+
+        def dipping():
+            state = dict(task_state(), distance=next(dips))
+            seen.append(state['distance'])
+            return state
+
+        world.task_state = dipping
+        (result,) = r.run()
+    assert min(seen) == 0.012 and result.final_distance == 0.3
+    assert result.closest_distance == 0.012 and not result.success
+
+
 def test_success_ends_the_episode(tmp_path):
     with PolicyRollout(_model(tmp_path / 'm'), RolloutConfig(episodes=1, timeout_s=5.0)) as r:
         world = r.world

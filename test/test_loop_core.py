@@ -415,15 +415,18 @@ def test_e2e_virtual_row_keeps_each_seed_for_a_per_seed_comparison():
     results = [{'seed': seed, 'success': ok, 'final_distance': d, 'duration': 10.0,
                 'idle_ticks': 0, 'max_boundary_step_m': 0.01, 'typical_step_m': 0.002,
                 'time_to_success': 8.0 if ok else None, 'error': '',
+                'closest_distance': closest,
                 'contact_lateral_m': lateral, 'push_heading_deg': heading}
-               for seed, ok, d, lateral, heading in ((0, True, 0.019, 0.001, 2.0),
-                                                     (1, False, 0.05, None, None))]
+               for seed, ok, d, closest, lateral, heading in (
+                   (0, True, 0.019, 0.019, 0.001, 2.0), (1, False, 0.05, 0.025, None, None))]
     row = e2e.virtual_figures({'results': results, 'successes': 1, 'episodes': 2,
                                'rate': 0.5}, 100.0, 'rtc', 20.0)
     assert row['per_seed'] == [{'seed': 0, 'success': True, 'final_distance': 0.019,
-                                'contact_lateral_m': 0.001, 'push_heading_deg': 2.0},
+                                'closest_distance': 0.019, 'contact_lateral_m': 0.001,
+                                'push_heading_deg': 2.0},
                                {'seed': 1, 'success': False, 'final_distance': 0.05,
-                                'contact_lateral_m': None, 'push_heading_deg': None}]
+                                'closest_distance': 0.025, 'contact_lateral_m': None,
+                                'push_heading_deg': None}]
     assert row['successes'] == 1 and row['idle_fraction'] == 0.0
 
 

@@ -111,6 +111,9 @@ class RolloutResult:
     # and the cube's heading against that line after 3 cm (degrees); None when it never did
     contact_lateral_m: float | None = None
     push_heading_deg: float | None = None
+    # the smallest task distance (m) of the episode: a failure that came this close and
+    # ended far (final_distance) went through the goal; one that never came close did not
+    closest_distance: float | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -218,6 +221,7 @@ class PolicyRollout:
         step = tick = 0
         error = ''
         state = world.task_state()
+        closest = float(state['distance'])
         probe = PushContactProbe(np.array(state['cube']), np.array(state['goal']))
         while not state['success'] and step * dt < self.config.timeout_s - 1e-9:
             now = step * dt  # episode time: the bridge sees the same clock in every episode
@@ -254,6 +258,7 @@ class PolicyRollout:
                 step += 1
             tick += 1
             state = world.task_state()
+            closest = min(closest, float(state['distance']))
             probe.update(np.array(state['tcp']), np.array(state['cube']))  # read once, above
         history.close()
         success = bool(state['success'])
@@ -263,7 +268,8 @@ class PolicyRollout:
                                source.idle_ticks,
                                *(round(v, 5) for v in source.step_figures()),
                                _rounded(probe.contact_lateral_m, 4),
-                               _rounded(probe.heading_deg, 1))
+                               _rounded(probe.heading_deg, 1),
+                               closest_distance=round(closest, 4))
         logger.info('seed %d: %s after %.2f s sim (%.1f s wall, %d chunks, %.3f m)', seed,
                     'success' if success else 'FAILED', result.duration, result.wall_s,
                     source.chunks, result.final_distance)
