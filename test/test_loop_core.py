@@ -205,6 +205,10 @@ def test_loop_settings_refuse_bad_budgets():
         LoopSettings(record_real_time_factor=0.0)
     with pytest.raises(ValueError, match='record_nudges = -1 must be'):
         LoopSettings(record_nudges=-1)
+    with pytest.raises(ValueError, match=r'record_nudge_speed = \(0.5, 3.0\): nudge speed must '
+                                         r'lie in \[0.0, 2.0\], got \[0.5, 3.0\]'):
+        LoopSettings(record_nudge_speed=(0.5, 3.0))
+    assert LoopSettings(record_nudge_speed=[0.3, 0.6]).record_nudge_speed == (0.3, 0.6)
     assert dart_params(0.0) is None
     assert dart_params(0.01) == {'dart_enabled': True, 'dart_sigma_position': 0.01,
                                  'dart_max_position': 0.02}

@@ -82,6 +82,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              'demonstration while recording, so the demonstrations show the '
                              'human steering a cube that left its push line (0 = off; '
                              'corrections and evaluation run without them)')
+    parser.add_argument('--nudge-speed', type=float, nargs=2, default=None,
+                        metavar=('LOW', 'HIGH'),
+                        help='speed each nudge gives the cube, drawn from [LOW, HIGH] (m/s; '
+                             '0.3 slides it about 1 cm, 0.6 about 4 cm; default 0.2 0.4)')
     parser.add_argument('--record-rtf', type=float, default=1.0, metavar='FACTOR',
                         help='sim speed while recording demonstrations (1.0); below 1 the record '
                              'graph runs on sim time, slower than real time, so a loaded machine '
@@ -144,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
             task=args.task, executor=args.executor, finetune=args.finetune,
             expert=expert_params(args.side, args.expert),
             dart_sigma=args.dart, record_nudges=args.nudges, demo_dirs=tuple(args.demos_from),
+            **({'record_nudge_speed': tuple(args.nudge_speed)} if args.nudge_speed else {}),
             record_real_time_factor=args.record_rtf, label_budget=args.label_budget,
             episode=EpisodeSettings(timeout=args.timeout),
             train=TrainSettings(head=args.head, steps=args.steps, batch_size=args.batch_size,

@@ -28,6 +28,7 @@ from bc_robot.orchestrate.ros import RosLink
 from bc_robot.orchestrate.training import (VARIANTS, TrainOutcome, TrainSettings, camera_names,
                                            correction_samples, train_policy)
 from bc_robot.recording.episode import read_episode_json
+from bc_robot.sim.disturbance import NudgeConfig
 
 log = logging.getLogger('bc_robot.orchestrate')
 EVALUATIONS = ('graph', 'virtual')
@@ -57,6 +58,7 @@ class LoopSettings:
     expert: dict[str, Any] = field(default_factory=dict)   # sim_expert parameters (e.g. side)
     dart_sigma: float = 0.0        # m; > 0: DART noise on the executed target while recording
     record_nudges: int = 0         # cube nudges per demonstration while recording (sim_arm)
+    record_nudge_speed: tuple[float, float] = NudgeConfig().speed  # m/s, drawn per nudge
     # Sim speed while recording (< 1: slower than real time, the graph on sim time, so a
     # loaded machine still renders and records every camera frame; see record_demos).
     record_real_time_factor: float = 1.0
@@ -88,6 +90,11 @@ class LoopSettings:
             raise ValueError(f'dart_sigma = {self.dart_sigma} must be in [0, 0.025] m')
         if not (isinstance(self.record_nudges, int) and 0 <= self.record_nudges <= 10):
             raise ValueError(f'record_nudges = {self.record_nudges!r} must be an int in [0, 10]')
+        try:
+            speed = NudgeConfig(speed=tuple(self.record_nudge_speed)).speed
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f'record_nudge_speed = {self.record_nudge_speed!r}: {exc}') from None
+        object.__setattr__(self, 'record_nudge_speed', speed)
         if not 0.05 <= self.record_real_time_factor <= 4.0:
             raise ValueError(f'record_real_time_factor = {self.record_real_time_factor} must be '
                              f'in [0.05, 4]')
@@ -254,7 +261,8 @@ def run_loop(link: RosLink, out: Path, settings: LoopSettings,
         record = record_demos(link, work, 'record', settings.demos, out / 'demos',
                               settings.task, settings.demo_seed, settings.demo_seed,
                               settings.demo_timeout,
-                              {**sim, 'nudge_count': settings.record_nudges},
+                              {**sim, 'nudge_count': settings.record_nudges,
+                               'nudge_speed': list(settings.record_nudge_speed)},
                               expert=settings.expert,
                               teleop=dart_params(settings.dart_sigma),
                               real_time_factor=settings.record_real_time_factor)
