@@ -111,7 +111,7 @@ def virtual_figures(summary: dict, delay: float, executor: str, rate_hz: float) 
         'obs_to_target_ms': {}, 'delay_measured_ms': {}, 'log': '',
         'per_seed': [{'seed': r['seed'], 'success': r['success'],
                       'final_distance': r['final_distance'],
-                      'closest_distance': r.get('closest_distance'),
+                      'closest_distance': r['closest_distance'],
                       'contact_lateral_m': r['contact_lateral_m'],
                       'push_heading_deg': r['push_heading_deg']} for r in results],
     }
