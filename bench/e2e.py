@@ -21,7 +21,10 @@ parameter (the delay is added to every inference). Per condition:
 policy node's executors on a virtual clock, an inference that starts at tick k seeing tick
 k's frame and delivering exactly `delay` later, no DDS, no wall clock — deterministic per
 seed and ~10x faster than the deploy graph (~3 s an episode here). The deploy graph adds
-what it leaves out (frame age, a loaded CPU); run both and compare.
+what it leaves out (frame age, a loaded CPU); run both and compare. With
+`--object-error-mm BIAS NOISE` a policy that reads the simulator's cube and goal
+(`sim_objects`) gets them with a camera front end's errors instead: how precise perception
+must be before such a policy keeps its score.
 
 Prints median/p99/max and writes everything as JSON; never a pass/fail. It also states
 whether rtc keeps ≥ 90 % of its zero-delay success at 200 ms and how the executors order
@@ -65,6 +68,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='deploy graph: a sim_arm parameter, e.g. render_samples=0')
     parser.add_argument('--threads', type=int, default=2,
                         help='--virtual: ONNX Runtime threads')
+    parser.add_argument('--object-error-mm', nargs=2, type=float, default=(0.0, 0.0),
+                        metavar=('BIAS', 'NOISE'),
+                        help='--virtual, sim_objects policies: σ of a per-episode offset and '
+                             'of a per-observation offset on the cube and goal they read (mm)')
     return parser.parse_args(argv)
 
 
@@ -126,9 +133,12 @@ def run_virtual(args, model: Path) -> list[dict]:
         for executor in args.executors:
             config = RolloutConfig(episodes=args.episodes, seed=args.seed,
                                    timeout_s=args.timeout, threads=args.threads,
-                                   executor=executor, delay_s=delay / 1000.0)
+                                   executor=executor, delay_s=delay / 1000.0,
+                                   object_bias_m=args.object_error_mm[0] / 1000.0,
+                                   object_noise_m=args.object_error_mm[1] / 1000.0)
             rows.append(virtual_figures(evaluate_model(model, config), delay, executor,
                                         rate_hz))
+            rows[-1]['object_error_mm'] = list(args.object_error_mm)
             print_row(rows[-1])
             if args.json:
                 Path(args.json).write_text(json.dumps({'rows': rows}, indent=1))
@@ -221,6 +231,9 @@ def main(argv=None) -> int:
         return 2
     seeds = [args.seed + k for k in range(args.episodes)]
     began = time.monotonic()
+    if any(args.object_error_mm) and not args.virtual:
+        print('bench/e2e.py: --object-error-mm needs --virtual', file=sys.stderr)
+        return 2
     if args.virtual:
         if args.task != 'push':
             print('bench/e2e.py: --virtual runs the push task only', file=sys.stderr)

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from bc_robot.core.pose import quat_angle
+from bc_robot.core.spec import STATE_INPUT
+from bc_robot.core.state import sim_object_offsets, state_slice
 from bc_robot.learning.rollout import PolicyRollout, RolloutConfig, summarize
 from bc_robot.orchestrate.evaluate import evaluate_virtual
 from bc_robot.runtime.testing_models import affine_function, make_spec, write_model
@@ -31,7 +33,8 @@ def _model(path, velocity=(0.0, 0.004, 0.0), **spec_overrides):
 def test_config_is_validated():
     for bad in (dict(episodes=0), dict(seed=-1), dict(timeout_s=float('nan')),
                 dict(execute_steps=0), dict(threads=0), dict(executor='later'),
-                dict(executor='rtc', delay_s=-0.1)):
+                dict(executor='rtc', delay_s=-0.1), dict(object_bias_m=-0.01),
+                dict(object_noise_m=float('inf'))):
         with pytest.raises(ValueError, match=list(bad)[-1]):
             RolloutConfig(**bad)
     with pytest.raises(ValueError, match='delay_s 0.2 needs an executor'):
@@ -186,3 +189,64 @@ def test_the_loop_can_evaluate_in_process(tmp_path):
     assert json.loads(result.log_path.read_text())['seeds'] == [3, 4]
     with pytest.raises(ValueError, match='consecutive seeds'):
         evaluate_virtual(tmp_path, 'x', model, 'rtc', [3, 5], timeout=1.0)
+
+
+SIM_OBJECTS_INPUTS = dict(cameras=[], state_keys=('ee_position', 'ee_rot6d', 'gripper',
+                                                   'sim_objects'))
+
+
+def _fed_object_errors(tmp_path, seeds, **config):
+    """Per observation, what the policy was fed for cube x, y and goal x, y minus the truth."""
+    model = _model(tmp_path / 'm', **SIM_OBJECTS_INPUTS)
+    config = RolloutConfig(episodes=len(seeds), seed=seeds[0], timeout_s=0.5, execute_steps=1,
+                           **config)
+    errors, episode = {}, []
+    with PolicyRollout(model, config) as rollout:
+        objects, infer = state_slice(rollout.spec.state_keys, 'sim_objects'), rollout.backend.infer
+        arm, reset = rollout.world.arm, rollout.world.reset
+
+        def resetting():
+            state = reset()
+            episode[:] = [errors.setdefault(state['seed'], [])]
+            return state
+
+        def recording(feed):
+            fed = feed[STATE_INPUT][-1, objects]  # [history, state]
+            truth = sim_object_offsets(arm.tcp_pose().position,
+                                       np.r_[arm.cube_position(), arm.goal_position()[:2]])
+            cube = fed[:3] - truth[:3]          # cube - TCP
+            goal = fed[3:] - truth[3:] + cube[:2]  # goal - cube
+            assert cube[2] == pytest.approx(0.0, abs=1e-6)  # the table's height is known
+            episode[0].append(np.r_[cube[:2], goal])
+            return infer(feed)
+
+        rollout.world.reset, rollout.backend.infer = resetting, recording
+        results = rollout.run()
+    assert not any(r.error for r in results)
+    return {seed: np.array(rows) for seed, rows in errors.items()}
+
+
+def test_sim_objects_policies_read_the_truth_by_default(tmp_path):
+    (errors,) = _fed_object_errors(tmp_path, [3]).values()
+    assert len(errors) == 10 and np.abs(errors).max() < 1e-6
+
+
+def test_object_bias_is_drawn_once_per_episode_and_replays(tmp_path):
+    errors = _fed_object_errors(tmp_path, [3, 4], object_bias_m=0.01)
+    for rows in errors.values():
+        np.testing.assert_allclose(rows, rows[:1].repeat(len(rows), 0), atol=1e-6)
+        assert 1e-4 < np.abs(rows[0]).max() < 0.05
+    assert np.abs(errors[3][0] - errors[4][0]).max() > 1e-4  # another draw per scene
+    again = _fed_object_errors(tmp_path / 'again', [3], object_bias_m=0.01)
+    np.testing.assert_allclose(again[3], errors[3], atol=1e-6)
+
+
+def test_object_noise_is_fresh_at_every_observation(tmp_path):
+    (rows,) = _fed_object_errors(tmp_path, [3], object_noise_m=0.005).values()
+    steps = np.abs(np.diff(rows, axis=0))
+    assert (steps > 1e-5).all() and rows.std(0).max() < 0.02
+
+
+def test_object_error_needs_a_sim_objects_policy(tmp_path):
+    with pytest.raises(ValueError, match=r"sim_objects.*state keys: \['ee_position'"):
+        PolicyRollout(_model(tmp_path / 'm'), RolloutConfig(object_noise_m=0.002))

@@ -412,6 +412,8 @@ def test_e2e_observations_state_the_claims_from_the_figures():
     assert any('cannot be judged' in n for n in notes) and not any('ordered' in n for n in notes)
     args = e2e.parse_args(['--delays', '0', '300', '--executors', 'sync', 'rtc'])
     assert args.delays == [0.0, 300.0] and args.executors == ['sync', 'rtc']
+    assert list(args.object_error_mm) == [0.0, 0.0]
+    assert e2e.parse_args(['--object-error-mm', '5', '2']).object_error_mm == [5.0, 2.0]
 
 
 def test_e2e_virtual_row_keeps_each_seed_for_a_per_seed_comparison():

@@ -18,6 +18,10 @@ Two ways to turn chunks into actions:
   chunking experiment without wall-clock noise, deterministic per seed, and ~10x faster
   than the deploy graph. What it leaves out (camera frame age, DDS, a loaded CPU) is what
   `bench/e2e.py` on the deploy graph measures.
+
+`object_bias_m` / `object_noise_m` give a policy that reads the simulator's cube and goal
+(`sim_objects`) the errors a camera front end would make instead (`ObjectError`): how
+precise perception must be before such a policy keeps its score.
 """
 from __future__ import annotations
 
@@ -63,6 +67,10 @@ class RolloutConfig:
     threads: int = 1                 # ONNX Runtime intra-op threads
     executor: str | None = None      # None: synchronous re-planning; else a policy executor
     delay_s: float = 0.0             # executor: observation → chunk available (sim seconds)
+    # sim_objects policies: perception error on the cube and goal positions they read (m);
+    # the task's success is still judged on the true positions (ObjectError)
+    object_bias_m: float = 0.0       # σ of an offset drawn once per episode
+    object_noise_m: float = 0.0      # σ of a fresh offset at every observation
 
     def __post_init__(self) -> None:
         for name in ('episodes', 'threads'):
@@ -87,10 +95,40 @@ class RolloutConfig:
         if self.delay_s > 0 and self.executor is None:
             raise ValueError(f'delay_s {self.delay_s} needs an executor (sync, ensemble, '
                              f'async or rtc)')
+        for name in ('object_bias_m', 'object_noise_m'):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) \
+                    or not math.isfinite(value) or not 0.0 <= value <= 0.5:
+                raise ValueError(f'{name} must be in [0, 0.5] m, got {value!r}')
+
+    @property
+    def object_error(self) -> bool:
+        return bool(self.object_bias_m or self.object_noise_m)
 
     @property
     def seeds(self) -> list[int]:
         return [self.seed + i for i in range(self.episodes)]
+
+
+class ObjectError:
+    """What a camera front end would hand a `sim_objects` policy instead of the truth: cube
+    x, y and goal x, y off by an offset drawn once per episode (σ `bias_m`: a calibration or
+    a layout it reads wrong) plus a fresh one per observation (σ `noise_m`); the cube's
+    height is the table's, which such a front end knows. Seeded per episode on a stream of
+    its own, so the policy's sampling noise and a seed's replay are unchanged."""
+
+    def __init__(self, bias_m: float, noise_m: float, seed: int) -> None:
+        self.rng = np.random.default_rng((seed, 1))
+        self.noise_m = noise_m
+        self.bias = self._planar(bias_m)
+
+    def _planar(self, sigma: float) -> np.ndarray:
+        cube, goal = self.rng.normal(0.0, sigma, 2), self.rng.normal(0.0, sigma, 2)
+        return np.r_[cube, 0.0, goal]
+
+    def apply(self, objects: np.ndarray) -> np.ndarray:
+        """objects: cube x, y, z and goal x, y (the simulator's, m)."""
+        return objects + self.bias + self._planar(self.noise_m)
 
 
 @dataclass
@@ -153,6 +191,12 @@ class PolicyRollout:
                            1.0 / (self.control_steps * timestep))
         self.rig = CameraRig(self.world.arm.model, [c.name for c in spec.cameras],
                              size[1], size[0], int(sim['render_samples'])) if spec.cameras else None
+        if self.config.object_error and 'sim_objects' not in spec.state_keys:
+            self.close()
+            raise ValueError(f'object_bias_m / object_noise_m perturb the sim_objects state key, '
+                             f'which {model_dir} does not read (state keys: '
+                             f'{list(spec.state_keys)})')
+        self.object_error = ObjectError(0.0, 0.0, 0)
 
     def __enter__(self) -> PolicyRollout:
         return self
@@ -181,7 +225,7 @@ class PolicyRollout:
             parts[STATE_INPUT] = build_state_vector(
                 self.spec.state_keys, arm.tcp_pose(),
                 gripper_opening(joints[n:], self.finger_travel), joints[:n],
-                np.concatenate([arm.cube_position(), arm.goal_position()[:2]])
+                self.object_error.apply(np.r_[arm.cube_position(), arm.goal_position()[:2]])
                 if 'sim_objects' in self.spec.state_keys else None)
         return parts
 
@@ -213,6 +257,8 @@ class PolicyRollout:
         period = self.control_steps * dt
         world.set_seed(seed)
         world.reset()
+        self.object_error = ObjectError(self.config.object_bias_m, self.config.object_noise_m,
+                                        seed)
         bridge = BridgeCore(self.limits, self.bridge_config)
         history = ObservationHistory(self.spec.history, period)
         source = (_ExecutorSource(self._executor(), self.config.delay_s, period)
