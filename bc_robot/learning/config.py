@@ -204,6 +204,15 @@ class ModelConfig:
     # scenes apart by where the arm is on the table, so it must act on what it sees relative
     # to the TCP instead of recalling the demonstration that passed there.
     frame_only_keys: tuple[str, ...] = ()
+    # A camera whose image feeds an object readout instead of the policy's features: one
+    # spatial-softmax keypoint per object on a two-layer detector, mapped to the table by a
+    # small network per object, learns where the cube and goal are from the recordings'
+    # `sim_objects` (data.auxiliary_keys); the policy reads that estimate as the
+    # `sim_objects` state, relative to the measured TCP. A detector whose keypoint moves with
+    # the object in the image reads new layouts to millimetres where the encoder above,
+    # learning a mapping over a few dozen layouts, recalls them (docs/training.md, "Session
+    # 29"). '' = none.
+    object_readout: str = ''
     head_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -236,6 +245,9 @@ class ModelConfig:
                                             f'known: {", ".join(STATE_KEY_DIMS)}')
         _require(len(set(self.frame_only_keys)) == len(self.frame_only_keys),
                  f'model.frame_only_keys has repeats: {list(self.frame_only_keys)}')
+        _require(isinstance(self.object_readout, str),
+                 f'model.object_readout must be a camera name or "", got '
+                 f'{self.object_readout!r}')
         _require(isinstance(self.head_options, dict),
                  f'model.head_options must be a mapping, got {self.head_options!r}')
 
@@ -279,6 +291,10 @@ class OptimConfig:
     # Weight of the data.auxiliary_keys regression (per normalized dimension, mean squared
     # error) next to the head's loss.
     auxiliary_weight: float = 1.0
+    # model.object_readout learns from this many samples of each batch (0 = all of it): its
+    # four numbers per image need fewer images per step than the head's chunks, and at the
+    # camera's full resolution it costs more than the rest of the step.
+    readout_samples: int = 16
     # Turn each sample's whole world (state, labels, auxiliary targets) by a random yaw in
     # ± this many degrees about the base z axis (learning/augment.py), so a policy that sees
     # the scene as coordinates learns the task relative to the objects; 0 = off. Policies
@@ -298,6 +314,7 @@ class OptimConfig:
         _number('train.ema_decay', self.ema_decay, 0.0, 0.99999)
         _number('train.augment_shift', self.augment_shift, 0, 64, integer=True)
         _number('train.state_noise', self.state_noise, 0.0, 10.0)
+        _number('train.readout_samples', self.readout_samples, 0, 65536, integer=True)
         _number('train.threads', self.threads, 0, 1024, integer=True)
         _number('train.parity_samples', self.parity_samples, 1, 1024, integer=True)
         _number('train.max_minutes', self.max_minutes, 0.0, 1e6)
@@ -327,6 +344,8 @@ class TrainConfig:
             _require(key in self.data.state_keys,
                      f'model.frame_only_keys entry {key!r} is not in data.state_keys '
                      f'{list(self.data.state_keys)}')
+        if self.model.object_readout:
+            self._check_object_readout()
         if self.model.action_frame == 'tool':
             _require('ee_rot6d' in self.data.state_keys,
                      f'model.action_frame: tool needs ee_rot6d in data.state_keys, got '
@@ -336,6 +355,20 @@ class TrainConfig:
                      f'ee_pose_rot6d_gripper, got {self.data.action_representation!r}')
         if self.train.augment_yaw_deg:
             self._check_turnable()
+
+    def _check_object_readout(self) -> None:
+        camera, d = self.model.object_readout, self.data
+        _require(camera in [c.name for c in d.cameras],
+                 f'model.object_readout camera {camera!r} is not in data.cameras '
+                 f'{[c.name for c in d.cameras]}')
+        _require(tuple(d.auxiliary_keys) == ('sim_objects',),
+                 f'model.object_readout learns the cube and goal from data.auxiliary_keys: '
+                 f'[sim_objects], got {list(d.auxiliary_keys)}')
+        _require('ee_position' in d.state_keys,
+                 f'model.object_readout reports the objects relative to the TCP: it needs '
+                 f'ee_position in data.state_keys, got {list(d.state_keys)}')
+        _require(d.history == 1, f'model.object_readout reads the latest frame only: it needs '
+                                 f'data.history: 1, got {d.history}')
 
     def _check_turnable(self) -> None:
         yaw = self.train.augment_yaw_deg

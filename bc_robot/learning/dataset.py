@@ -15,7 +15,7 @@ import torch
 
 from bc_robot.core.spec import NormStats
 from bc_robot.learning.convert import EpisodeArrays
-from bc_robot.learning.frames import ActionFrame
+from bc_robot.learning.frames import ActionFrame, objects_on_table
 
 # Per-dimension std below this is treated as this (a constant dimension, e.g. the gripper
 # in a task that never closes it, or a fixed orientation): normalizing by ~0 would blow up.
@@ -60,16 +60,23 @@ def model_frame_actions(episode: EpisodeArrays, frame: ActionFrame) -> np.ndarra
     return frame.to_model(actions, latest).numpy()
 
 
-def compute_stats(episodes: Sequence[EpisodeArrays], frame: ActionFrame | None = None
-                  ) -> dict[str, NormStats]:
+def compute_stats(episodes: Sequence[EpisodeArrays], frame: ActionFrame | None = None,
+                  tcp: slice | None = None) -> dict[str, NormStats]:
     """'state' and 'action' statistics over the (training) episodes: every observation's
-    state, every valid label of every chunk, in the network's action frame."""
+    state, every valid label of every chunk, in the network's action frame. With `tcp` (the
+    ee_position slice; the auxiliary values are `sim_objects`) also 'objects': the cube's and
+    goal's table positions, which an object readout predicts."""
     frame = frame or ActionFrame()
     actions = np.concatenate([model_frame_actions(e, frame)[e.valid] for e in episodes])
     stats = {'action': vector_stats(actions, 'action')}
     for key in ('state', 'auxiliary'):
         if episodes and getattr(episodes[0], key).shape[1] > 0:
             stats[key] = vector_stats(np.concatenate([getattr(e, key) for e in episodes]), key)
+    if tcp is not None:
+        table = [objects_on_table(torch.from_numpy(e.auxiliary.astype(np.float64)),
+                                  torch.from_numpy(e.state[:, tcp].astype(np.float64)))
+                 for e in episodes]
+        stats['objects'] = vector_stats(torch.cat(table).numpy(), 'objects')
     return stats
 
 

@@ -82,3 +82,16 @@ def _rotate(actions: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     rows: vᵀ·matrix."""
     rows = actions[..., :9].unflatten(-1, (3, 3)) @ matrix
     return torch.cat([rows.flatten(-2), actions[..., 9:]], -1)
+
+
+def objects_on_table(sim_objects: torch.Tensor, tcp: torch.Tensor) -> torch.Tensor:
+    """The `sim_objects` state (cube − TCP x, y, z; goal − cube x, y) and the TCP → cube x, y,
+    z and goal x, y on the table: what a fixed camera sees, whatever the arm does."""
+    cube = sim_objects[..., :3] + tcp
+    return torch.cat([cube, sim_objects[..., 3:5] + cube[..., :2]], -1)
+
+
+def objects_from_table(table: torch.Tensor, tcp: torch.Tensor) -> torch.Tensor:
+    """The inverse of `objects_on_table`: table positions [..., 5] → the `sim_objects` state."""
+    cube = table[..., :3]
+    return torch.cat([cube - tcp, table[..., 3:5] - cube[..., :2]], -1)

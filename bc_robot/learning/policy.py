@@ -12,15 +12,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from bc_robot.core.spec import ACTION_DIMS, STATE_KEY_DIMS, CameraSpec, NormStats
 from bc_robot.core.state import state_slice
 from bc_robot.learning.config import ModelConfig, TrainConfig
 from bc_robot.learning.dataset import Batch
-from bc_robot.learning.frames import ActionFrame
+from bc_robot.learning.frames import ActionFrame, objects_from_table, objects_on_table
 from bc_robot.learning.heads import HEADS, DiscreteHead
-from bc_robot.learning.nets import MLP, CameraEncoder, random_shift
+from bc_robot.learning.nets import MLP, CameraEncoder, ObjectReadout, random_shift
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,12 @@ class PolicyArch:
             mask=tuple(float(i in m.relative_axes) for i in range(3)),
             rotation=state_slice(self.state_keys, 'ee_rot6d') if m.action_frame == 'tool'
             else None)
+
+    @property
+    def readout_anchor(self) -> slice | None:
+        """Where the TCP is in the state, for an object readout's table positions."""
+        return (state_slice(self.state_keys, 'ee_position') if self.model.object_readout
+                else None)
 
     @classmethod
     def from_config(cls, config: TrainConfig) -> PolicyArch:
@@ -109,12 +116,15 @@ class ObsEncoder(nn.Module):
         super().__init__()
         m = arch.model
         d = m.d_model
-        self.camera_names = [c.name for c in arch.cameras]
+        featured = [c for c in arch.cameras if c.name != m.object_readout]
+        self.camera_names = [c.name for c in featured]
         self.cameras = nn.ModuleDict({c.name: CameraEncoder(c.height, c.width, m.channels,
                                                             m.keypoints, d)
-                                      for c in arch.cameras})
-        self.state = (MLP(arch.state_dim, m.state_hidden, d, 2) if arch.state_dim else None)
-        per_step = len(arch.cameras) + (1 if self.state is not None else 0)
+                                      for c in featured})
+        # with an object readout the state also carries its estimate of sim_objects
+        state_dim = arch.state_dim + (arch.auxiliary_dim if m.object_readout else 0)
+        self.state = (MLP(state_dim, m.state_hidden, d, 2) if state_dim else None)
+        per_step = len(featured) + (1 if self.state is not None else 0)
         self.n_tokens = per_step * arch.history
         self.position = nn.Parameter(torch.randn(1, self.n_tokens, d) * 0.02)
         self.fuse = nn.Sequential(nn.Linear(self.n_tokens * d, d), nn.GELU(),
@@ -170,7 +180,19 @@ class BCPolicy(nn.Module):
                                  _stats_tensor(stats.get('auxiliary'), 'mean', x, 0.0))
             self.register_buffer('auxiliary_std',
                                  _stats_tensor(stats.get('auxiliary'), 'std', x, 1.0))
-            self.auxiliary = MLP(arch.model.d_model, arch.model.d_model, x, 2)
+            if not arch.model.object_readout:
+                self.auxiliary = MLP(arch.model.d_model, arch.model.d_model, x, 2)
+        self.readout = None
+        self.readout_samples = 0  # train.readout_samples (batches come shuffled)
+        if arch.model.object_readout:
+            camera = next(c for c in arch.cameras if c.name == arch.model.object_readout)
+            self.readout = ObjectReadout(camera.height, camera.width, objects=2)
+            # cube x, y, z and goal x, y on the table; the readout predicts all but the
+            # cube's height, which is the table's
+            self.register_buffer('objects_mean', _stats_tensor(stats.get('objects'), 'mean', 5,
+                                                               0.0))
+            self.register_buffer('objects_std', _stats_tensor(stats.get('objects'), 'std', 5,
+                                                              1.0))
         head_cls = HEADS[arch.head]
         options = dict(arch.model.head_options)
         d, h = arch.model.d_model, arch.chunk_length
@@ -196,16 +218,51 @@ class BCPolicy(nn.Module):
         latest = state[:, -1] if state is not None else None
         return (self.frame.to_model(actions, latest) - self.action_mean) / self.action_std
 
-    def encode(self, images: dict[str, torch.Tensor], state: torch.Tensor | None):
-        state_n = (state - self.state_mean) / self.state_std * self.state_seen \
-            if state is not None and self.encoder.state is not None else None
+    def encode(self, images: dict[str, torch.Tensor], state: torch.Tensor | None,
+               objects: torch.Tensor | None = None):
+        """With an object readout the state also carries `objects` (the recorded sim_objects,
+        raw [B, 5], while training) or, when None, the readout's estimate from the images."""
+        if self.readout is None:
+            state_n = (state - self.state_mean) / self.state_std * self.state_seen \
+                if state is not None and self.encoder.state is not None else None
+            return self.encoder(images, state_n)
+        if objects is None:
+            objects = self.read_objects(images, state)
+        state_n = torch.cat([(state - self.state_mean) / self.state_std * self.state_seen,
+                             ((objects - self.auxiliary_mean) / self.auxiliary_std)[:, None]], -1)
         return self.encoder(images, state_n)
+
+    def _readout_table(self, images: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The readout camera's latest frame → cube x, y and goal x, y, normalized [B, 4]."""
+        x = images[self.arch.model.object_readout][:, -1].permute(0, 3, 1, 2).float()
+        return self.readout(x * (2.0 / 255.0) - 1.0)
+
+    def read_objects(self, images: dict[str, torch.Tensor], state: torch.Tensor
+                     ) -> torch.Tensor:
+        """The readout's estimate of the sim_objects state, raw units [B, 5]."""
+        xy = self._readout_table(images)
+        cube = xy[:, :2] * self.objects_std[:2] + self.objects_mean[:2]
+        goal = xy[:, 2:] * self.objects_std[3:] + self.objects_mean[3:]
+        height = self.objects_mean[2:3].expand(cube.shape[0], 1)
+        tcp = state[:, -1, self.arch.readout_anchor]
+        return objects_from_table(torch.cat([cube, height, goal], -1), tcp)
+
+    def _readout_loss(self, images: dict[str, torch.Tensor], state: torch.Tensor,
+                      objects: torch.Tensor) -> torch.Tensor:
+        """Per sample: the readout against the recorded table positions (Huber, normalized:
+        frames where the paddle hides the cube are not worth chasing as squares)."""
+        table = objects_on_table(objects, state[:, -1, self.arch.readout_anchor])
+        target = (table - self.objects_mean) / self.objects_std
+        target = torch.cat([target[:, :2], target[:, 3:]], -1)
+        return F.smooth_l1_loss(self._readout_table(images), target, beta=0.05,
+                                reduction='none').mean(-1)
 
     @torch.no_grad()
     def initialize(self, batch: Batch) -> None:
         """Data-dependent head initialisation from the first training batch (GMM seeds its
         components on training chunks); a no-op for the other heads."""
-        ctx, _tokens = self.encode(batch.images, batch.state)
+        ctx, _tokens = self.encode(batch.images, batch.state,
+                                   batch.auxiliary if self.readout is not None else None)
         self.head.initialize(ctx, self.normalize_actions(batch.actions, batch.state))
 
     def loss(self, batch: Batch) -> torch.Tensor:
@@ -218,24 +275,32 @@ class BCPolicy(nn.Module):
                 auxiliary: torch.Tensor | None = None) -> torch.Tensor:
         """The training loss (forward is what DistributedDataParallel synchronises): the
         head's, plus the auxiliary regression when the architecture has one."""
-        ctx, tokens = self.encode(images, state)
+        if self.arch.auxiliary_dim and (auxiliary is None or
+                                        auxiliary.shape[-1] != self.arch.auxiliary_dim):
+            raise ValueError(f'this policy learns to predict {list(self.arch.auxiliary_keys)}'
+                             f' ({self.arch.auxiliary_dim} values); the batch has '
+                             f'{None if auxiliary is None else auxiliary.shape[-1]}')
+        ctx, tokens = self.encode(images, state, auxiliary if self.readout is not None else None)
         target = self.normalize_actions(actions, state)
         mask = torch.where(valid, torch.ones_like(weight[:, None]),
                            torch.full_like(weight[:, None], self.arch.padding_weight))
         per_sample = self.head.loss(ctx, tokens, target, mask)
         if self.auxiliary is not None:
-            if auxiliary is None or auxiliary.shape[-1] != self.arch.auxiliary_dim:
-                raise ValueError(f'this policy learns to predict {list(self.arch.auxiliary_keys)}'
-                                 f' ({self.arch.auxiliary_dim} values); the batch has '
-                                 f'{None if auxiliary is None else auxiliary.shape[-1]}')
             error = self.auxiliary(ctx) - (auxiliary - self.auxiliary_mean) / self.auxiliary_std
             per_sample = per_sample + self.arch.auxiliary_weight * error.square().mean(-1)
-        return (per_sample * weight).sum() / weight.sum().clamp_min(1e-6)
+        loss = (per_sample * weight).sum() / weight.sum().clamp_min(1e-6)
+        if self.readout is not None:  # perception: every sample counts alike
+            n = self.readout_samples or state.shape[0]
+            loss = loss + self.arch.auxiliary_weight * self._readout_loss(
+                {k: v[:n] for k, v in images.items()}, state[:n], auxiliary[:n]).mean()
+        return loss
 
     @torch.no_grad()
     def predict_auxiliary(self, images: dict[str, torch.Tensor], state: torch.Tensor | None
                           ) -> torch.Tensor:
         """The auxiliary keys' values [B, D_aux] in raw units, as the encoder reads them."""
+        if self.readout is not None:
+            return self.read_objects(images, state)
         if self.auxiliary is None:
             raise ValueError('this policy has no auxiliary keys (data.auxiliary_keys)')
         ctx, _tokens = self.encode(images, state)

@@ -221,7 +221,7 @@ def evaluate(policy: BCPolicy, dataset: ChunkDataset, device: torch.device,
         first = float(error[:, 0].mean())
         metrics = {'val_loss': total / max(weight, 1.0), 'val_position_error_m': position,
                    'val_first_action_error_m': first}
-        if policy.auxiliary is not None:
+        if policy.arch.auxiliary_dim:  # an auxiliary head or an object readout
             miss = policy.predict_auxiliary(batch.images, batch.state) - batch.auxiliary
             metrics['val_auxiliary_rmse'] = float(miss.square().mean().sqrt())
     policy.train(was_training)
@@ -264,7 +264,7 @@ def train(config: TrainConfig, episodes: list[EpisodeArrays], run_dir: str | Pat
         val_eps = []
     val_set = ChunkDataset(val_eps, cams) if val_eps else None
     arch = PolicyArch.from_config(config)
-    stats = compute_stats(train_eps, arch.action_frame)
+    stats = compute_stats(train_eps, arch.action_frame, arch.readout_anchor)
     yaw = (YawAugment(opt.augment_yaw_deg, arch.state_keys, arch.auxiliary_keys,
                       arch.action_representation) if opt.augment_yaw_deg else None)
     if yaw is not None:
@@ -290,6 +290,7 @@ def train(config: TrainConfig, episodes: list[EpisodeArrays], run_dir: str | Pat
     head_loaded = _init_from(policy, init_data) if init_data is not None else False
     policy.encoder.augment_shift = opt.augment_shift
     policy.encoder.state_noise = opt.state_noise
+    policy.readout_samples = opt.readout_samples
     policy.to(dev)
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=opt.lr, weight_decay=opt.weight_decay)
