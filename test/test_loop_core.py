@@ -23,7 +23,8 @@ from bc_robot.orchestrate.stats import (ACTING, IDLE, PAUSED, EpisodeOutcome, ch
                                         difference_interval, percentiles, summarize,
                                         trace_arrays, wilson_interval, window_metrics)
 from bc_robot.orchestrate.training import PLAIN, TrainSettings, count_samples
-from bc_robot.sim.expert import ExpertConfig, JoyButtons, RecordingHandshake, ScriptedExpert
+from bc_robot.sim.expert import (CorrectionConfig, CorrectionMonitor, ExpertConfig, JoyButtons,
+                                 RecordingHandshake, ScriptedExpert)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -130,6 +131,16 @@ def test_deploy_settings_refuse_bad_values_by_name(tmp_path):
         DeploySettings(model=model, record=True)
     with pytest.raises(ValueError, match='timeout'):
         EpisodeSettings(timeout=0.0)
+
+
+def test_no_correction_leaves_the_expert_no_reason_to_take_over():
+    """The watching expert's every trigger, at its worst within the workspace: far off
+    plan, no progress for a whole episode, pushing the cube well off its centre line."""
+    monitor = CorrectionMonitor(CorrectionConfig(**NO_CORRECTION))
+    monitor.reset(0.0)
+    for tick in range(600):  # a 30 s episode at 20 Hz
+        assert not monitor.update(tick * 0.05, deviation=0.6, potential=0.3, success=False,
+                                  push_offset=0.2, pushing=False), monitor.reason
 
 
 def test_deploy_params_make_an_evaluation_free_of_takeovers(tmp_path):

@@ -28,8 +28,9 @@ RESET_RETRIES = 2      # a failed reset (nothing ran yet) is tried again with th
 RETRY_PAUSE_S = 5.0
 # The scripted expert in correction mode, made unable to intervene: an evaluation measures
 # the policy alone (off-plan 1 m never happens in the workspace; stall longer than any
-# episode).
-NO_CORRECTION = {'off_plan_threshold': 1.0, 'stall_time': 120.0}
+# episode; a push 0.5 m off the cube's centre line is not a push). Every takeover trigger of
+# sim.expert.CorrectionConfig must be here (test_loop_core checks that none can fire).
+NO_CORRECTION = {'off_plan_threshold': 1.0, 'stall_time': 120.0, 'push_lateral': 0.5}
 
 
 @dataclass(frozen=True)
