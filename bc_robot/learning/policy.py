@@ -274,7 +274,8 @@ class BCPolicy(nn.Module):
                 actions: torch.Tensor, valid: torch.Tensor, weight: torch.Tensor,
                 auxiliary: torch.Tensor | None = None) -> torch.Tensor:
         """The training loss (forward is what DistributedDataParallel synchronises): the
-        head's, plus the auxiliary regression when the architecture has one."""
+        head's, plus the auxiliary regression or the object readout's when the architecture
+        has one."""
         if self.arch.auxiliary_dim and (auxiliary is None or
                                         auxiliary.shape[-1] != self.arch.auxiliary_dim):
             raise ValueError(f'this policy learns to predict {list(self.arch.auxiliary_keys)}'
