@@ -4,9 +4,12 @@ precisely the cube's position can be read from the front camera when it is in fu
 
     .venv/bin/python bench/cube_visibility.py '<recording>/demos/*' --model models/default \\
         --json visibility.json
+    .venv/bin/python bench/cube_visibility.py '<recording>/demos/*' --cameras \\
+        '[{name: front, height: 72, width: 96, crop: [90, 75, 105, 140]}, {name: wrist, height: 48, width: 64}]'
 
-The cameras are the model's (crop and size as its policy.json says); the cube is the red of
-the simulated scene (R − max(G, B) > 60 in the policy image), the cube's and TCP's positions
+The cameras are the model's (crop and size as its policy.json says) or `--cameras` (YAML, as
+`data.cameras`); the cube is the red of the simulated scene (R − max(G, B) > 60 in the
+policy image), the cube's and TCP's positions
 come from the recording's /sim/task_state (`sim_objects`). Per distance band: the front
 camera's cube pixels as a fraction of the same episode's first frame (the arm away), and the
 share of frames in which the wrist camera shows none of it. The readout: the centroid of the
@@ -24,6 +27,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -36,6 +40,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('episodes', nargs='+', help='episode folders or globs (quote globs)')
     parser.add_argument('--model', default='default', help='whose cameras (policy folder)')
+    parser.add_argument('--cameras', default=None,
+                        help="these cameras instead (YAML list as data.cameras)")
     parser.add_argument('--held-out', type=int, default=10,
                         help='last episodes kept out of the readout fit (default 10)')
     parser.add_argument('--json', default=None, help='write the figures here')
@@ -68,7 +74,8 @@ def main(argv=None) -> int:
     from bc_robot.graph import resolve_model
     from bc_robot.learning.config import DataConfig
     from bc_robot.learning.convert import convert_episodes, find_episodes
-    cameras = load_spec(resolve_model(args.model)).cameras
+    cameras = (DataConfig(cameras=yaml.safe_load(args.cameras)).cameras if args.cameras
+               else load_spec(resolve_model(args.model)).cameras)
     names = [c.name for c in cameras]
     if 'front' not in names:
         print(f'bench/cube_visibility.py: the model has no front camera ({names})',
