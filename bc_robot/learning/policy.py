@@ -222,14 +222,13 @@ class BCPolicy(nn.Module):
                objects: torch.Tensor | None = None):
         """With an object readout the state also carries `objects` (the recorded sim_objects,
         raw [B, 5], while training) or, when None, the readout's estimate from the images."""
-        if self.readout is None:
-            state_n = (state - self.state_mean) / self.state_std * self.state_seen \
-                if state is not None and self.encoder.state is not None else None
-            return self.encoder(images, state_n)
-        if objects is None:
-            objects = self.read_objects(images, state)
-        state_n = torch.cat([(state - self.state_mean) / self.state_std * self.state_seen,
-                             ((objects - self.auxiliary_mean) / self.auxiliary_std)[:, None]], -1)
+        state_n = (state - self.state_mean) / self.state_std * self.state_seen \
+            if state is not None and self.encoder.state is not None else None
+        if self.readout is not None:
+            if objects is None:
+                objects = self.read_objects(images, state)
+            objects_n = (objects - self.auxiliary_mean) / self.auxiliary_std
+            state_n = torch.cat([state_n, objects_n[:, None]], -1)
         return self.encoder(images, state_n)
 
     def _readout_table(self, images: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -102,7 +102,7 @@ class RolloutConfig:
                 raise ValueError(f'{name} must be in [0, 0.5] m, got {value!r}')
 
     @property
-    def object_error(self) -> bool:
+    def perturbs_objects(self) -> bool:
         return bool(self.object_bias_m or self.object_noise_m)
 
     @property
@@ -191,7 +191,7 @@ class PolicyRollout:
                            1.0 / (self.control_steps * timestep))
         self.rig = CameraRig(self.world.arm.model, [c.name for c in spec.cameras],
                              size[1], size[0], int(sim['render_samples'])) if spec.cameras else None
-        if self.config.object_error and 'sim_objects' not in spec.state_keys:
+        if self.config.perturbs_objects and 'sim_objects' not in spec.state_keys:
             self.close()
             raise ValueError(f'object_bias_m / object_noise_m perturb the sim_objects state key, '
                              f'which {model_dir} does not read (state keys: '
