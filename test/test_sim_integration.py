@@ -251,11 +251,12 @@ def test_demo_runs_the_expert_in_direct_mode_over_topics_and_saves_frames(tmp_pa
 
 def test_expert_teleop_mode_publishes_spacenav_twist_joy_and_correction_presses_the_pedal(
         probe, launch_node):
-    joys: dict[str, list[Joy]] = {'teleop': [], 'correction': []}
+    joys: dict[str, list[Joy]] = {'teleop': [], 'correction': [], 'watch': []}
     twists: list[Twist] = []
     node = probe.node
     node.create_subscription(Joy, '/spacenav/joy', joys['teleop'].append, 10)
     node.create_subscription(Joy, '/corrector/joy', joys['correction'].append, 10)
+    node.create_subscription(Joy, '/watcher/joy', joys['watch'].append, 10)
     node.create_subscription(Twist, '/spacenav/twist', twists.append, 10)
     start_sim(launch_node)
     launch_node(EXPERT, params={'mode': 'teleop', 'episodes': 1, 'use_sim_time': True})
@@ -264,6 +265,10 @@ def test_expert_teleop_mode_publishes_spacenav_twist_joy_and_correction_presses_
     launch_node(EXPERT, name='corrector', params={
         'mode': 'correction', 'use_sim_time': True, 'stall_time': 1.0,
         'joy_topic': '/corrector/joy', 'twist_topic': '/corrector/twist'})
+    # ... and one that only watches (evaluations) must not, with the same trigger settings
+    launch_node(EXPERT, name='watcher', params={
+        'mode': 'watch', 'use_sim_time': True, 'stall_time': 1.0,
+        'joy_topic': '/watcher/joy', 'twist_topic': '/watcher/twist'})
     assert wait_for(lambda: any(j.buttons[1] == 1 for j in joys['teleop']), 60)  # start
     assert wait_for(lambda: any(j.buttons[0] == 1 for j in joys['teleop']), 20)  # close
     assert wait_for(lambda: any(max(abs(a) for a in j.axes) > 0.2 for j in joys['teleop']), 20)
@@ -274,3 +279,5 @@ def test_expert_teleop_mode_publishes_spacenav_twist_joy_and_correction_presses_
     assert wait_for(lambda: any(j.buttons[2] == 1 for j in joys['correction']), 30)
     pressed = [j for j in joys['correction'] if j.buttons[2] == 1]
     assert any(max(abs(a) for a in j.axes) > 0.05 for j in pressed)  # and it drives
+    assert len(joys['watch']) > 50
+    assert all(j.buttons[2] == 0 and max(abs(a) for a in j.axes) == 0.0 for j in joys['watch'])

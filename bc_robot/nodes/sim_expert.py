@@ -4,7 +4,9 @@ direct     — resets the sim, publishes /target_pose + /gripper/target itself, 
 teleop     — the same episodes driven through /spacenav/twist + /spacenav/joy exactly as a
              SpaceMouse driver and foot pedal would (the teleop node integrates them);
 correction — watches whatever drives the arm and, when it is off plan or stalls, holds the
-             pedal and corrects through the twist, then releases.
+             pedal and corrects through the twist, then releases;
+watch      — keeps the pedal released and the twist at zero whatever happens: the policy
+             alone is being measured, so no takeover trigger, present or future, may fire.
 Planning, noise and the episode flow are in bc_robot.sim.expert / runner; this is wiring.
 """
 from __future__ import annotations
@@ -130,6 +132,8 @@ class SimExpertNode(LeanSpinning, Node):
             return
         if self.mode == 'correction':
             self._watch()
+        elif self.mode == 'watch':
+            self._publish(None, Command(gripper=self.gripper))
         else:
             self._run_episodes()
 

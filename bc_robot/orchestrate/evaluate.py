@@ -26,17 +26,13 @@ log = logging.getLogger('bc_robot.orchestrate')
 TASKS = ('push', 'reach')
 RESET_RETRIES = 2      # a failed reset (nothing ran yet) is tried again with the same seed
 RETRY_PAUSE_S = 5.0
-# The scripted expert in correction mode, made unable to intervene: an evaluation measures
-# the policy alone (off-plan 1 m never happens in the workspace; stall longer than any
-# episode; a push 0.5 m off the cube's centre line is not a push). Every takeover trigger of
-# sim.expert.CorrectionConfig must be here (test_loop_core checks that none can fire).
-NO_CORRECTION = {'off_plan_threshold': 1.0, 'stall_time': 120.0, 'push_lateral': 0.5}
 
 
 @dataclass(frozen=True)
 class DeploySettings:
     """One deploy-graph configuration. `intervene`: the scripted expert may take over with
-    the pedal (HG-DAgger collection, `bc-robot demo`); otherwise it only watches.
+    the pedal (HG-DAgger collection, `bc-robot demo`); otherwise it runs in `watch` mode,
+    where no takeover trigger exists, so an evaluation measures the policy alone.
     `sim`, `expert`, `policy`, `teleop`: extra parameters of those nodes."""
 
     model: Path
@@ -68,10 +64,10 @@ class DeploySettings:
             raise ValueError('record needs an output_dir for the episodes')
 
     def node_params(self, stats_path: Path) -> dict[str, dict[str, Any]]:
-        expert = {} if self.intervene else dict(NO_CORRECTION)
         return {
             'sim_arm': {'task': self.task, **self.sim},
-            'sim_expert': {**expert, **self.expert},
+            'sim_expert': {**self.expert,
+                           'mode': 'correction' if self.intervene else 'watch'},
             'policy_node': {'executor': self.executor,
                             'inject_delay_ms': float(self.inject_delay_ms),
                             'stats_path': str(stats_path), **self.policy},

@@ -88,12 +88,12 @@ class LoopSettings:
             raise ValueError(f'task {self.task!r} is not one of {", ".join(TASKS)}')
         if not 0.0 <= self.dart_sigma <= 0.025:  # the cap, 2 sigma, must fit teleop_node's 0.05
             raise ValueError(f'dart_sigma = {self.dart_sigma} must be in [0, 0.025] m')
-        if not (isinstance(self.record_nudges, int) and 0 <= self.record_nudges <= 10):
-            raise ValueError(f'record_nudges = {self.record_nudges!r} must be an int in [0, 10]')
-        try:
-            speed = NudgeConfig(speed=tuple(self.record_nudge_speed)).speed
+        try:  # sim_arm's own checks, so the loop accepts exactly what the node will
+            speed = NudgeConfig(count=self.record_nudges,
+                                speed=tuple(self.record_nudge_speed)).speed
         except (TypeError, ValueError) as exc:
-            raise ValueError(f'record_nudge_speed = {self.record_nudge_speed!r}: {exc}') from None
+            raise ValueError(f'record_nudges = {self.record_nudges!r}, record_nudge_speed = '
+                             f'{self.record_nudge_speed!r}: {exc}') from None
         object.__setattr__(self, 'record_nudge_speed', speed)
         if not 0.05 <= self.record_real_time_factor <= 4.0:
             raise ValueError(f'record_real_time_factor = {self.record_real_time_factor} must be '

@@ -125,7 +125,7 @@ def sim_config_from_params(values: Mapping[str, Any]) -> SimConfig:
 _defaults_expert = ExpertConfig()
 _defaults_correction = CorrectionConfig()
 _defaults_runner = RunnerConfig()
-EXPERT_MODES = ('direct', 'teleop', 'correction')
+EXPERT_MODES = ('direct', 'teleop', 'correction', 'watch')
 EXPERT_PARAMS = ('max_speed', 'push_speed', 'noise', 'speed_variation', 'side_offset',
                  'side_back', 'behind_offset', 'plan_variation', 'lateral_variation')
 CORRECTION_PARAMS = tuple(vars(_defaults_correction))
@@ -133,7 +133,8 @@ CORRECTION_PARAMS = tuple(vars(_defaults_correction))
 SIM_EXPERT_SCHEMA = ParamSchema([
     ParamSpec('mode', 'direct', 'direct: publish /target_pose + /gripper/target; teleop: '
               'publish /spacenav/twist + /spacenav/joy like a SpaceMouse driver; correction: '
-              'watch, press the pedal and correct when the task goes wrong',
+              'watch, press the pedal and correct when the task goes wrong; watch: keep '
+              'the pedal released whatever happens (evaluations of the policy alone)',
               choices=EXPERT_MODES),
     ParamSpec('episodes', 10, 'episodes to run (direct/teleop: the expert resets the sim '
               'itself); 0 = until stopped', min_value=0, max_value=1000000),
