@@ -249,7 +249,7 @@ def test_demo_runs_the_expert_in_direct_mode_over_topics_and_saves_frames(tmp_pa
     assert red.sum() > 30  # the cube is in the saved frame
 
 
-def test_expert_teleop_mode_publishes_spacenav_twist_joy_and_correction_presses_the_pedal(
+def test_expert_teleop_mode_publishes_spacenav_twist_joy_correction_presses_the_pedal_watch_never(
         probe, launch_node):
     joys: dict[str, list[Joy]] = {'teleop': [], 'correction': [], 'watch': []}
     twists: list[Twist] = []
@@ -279,5 +279,6 @@ def test_expert_teleop_mode_publishes_spacenav_twist_joy_and_correction_presses_
     assert wait_for(lambda: any(j.buttons[2] == 1 for j in joys['correction']), 30)
     pressed = [j for j in joys['correction'] if j.buttons[2] == 1]
     assert any(max(abs(a) for a in j.axes) > 0.05 for j in pressed)  # and it drives
-    assert len(joys['watch']) > 50
+    # 3 s of its messages at 50 Hz: past the 0.5 s grace plus the 1 s stall the corrector took
+    assert wait_for(lambda: len(joys['watch']) > 150, 30)
     assert all(j.buttons[2] == 0 and max(abs(a) for a in j.axes) == 0.0 for j in joys['watch'])
