@@ -154,6 +154,11 @@ class ObsEncoder(nn.Module):
         return self.drop(self.fuse(seq.reshape(seq.shape[0], -1))), seq
 
 
+# The table positions (objects_on_table: cube x, y, z, goal x, y) an object readout predicts:
+# all but the cube's height, which is the table's.
+READOUT_COLUMNS = [0, 1, 3, 4]
+
+
 class BCPolicy(nn.Module):
     """Encoder + head + normalization (see module docstring)."""
 
@@ -187,8 +192,7 @@ class BCPolicy(nn.Module):
         if arch.model.object_readout:
             camera = next(c for c in arch.cameras if c.name == arch.model.object_readout)
             self.readout = ObjectReadout(camera.height, camera.width, objects=2)
-            # cube x, y, z and goal x, y on the table; the readout predicts all but the
-            # cube's height, which is the table's
+            # cube x, y, z and goal x, y on the table (READOUT_COLUMNS: what it predicts)
             self.register_buffer('objects_mean', _stats_tensor(stats.get('objects'), 'mean', 5,
                                                                0.0))
             self.register_buffer('objects_std', _stats_tensor(stats.get('objects'), 'std', 5,
@@ -239,20 +243,18 @@ class BCPolicy(nn.Module):
     def read_objects(self, images: dict[str, torch.Tensor], state: torch.Tensor
                      ) -> torch.Tensor:
         """The readout's estimate of the sim_objects state, raw units [B, 5]."""
-        xy = self._readout_table(images)
-        cube = xy[:, :2] * self.objects_std[:2] + self.objects_mean[:2]
-        goal = xy[:, 2:] * self.objects_std[3:] + self.objects_mean[3:]
-        height = self.objects_mean[2:3].expand(cube.shape[0], 1)
+        xy = (self._readout_table(images) * self.objects_std[READOUT_COLUMNS]
+              + self.objects_mean[READOUT_COLUMNS])
+        height = self.objects_mean[2:3].expand(xy.shape[0], 1)
         tcp = state[:, -1, self.arch.readout_anchor]
-        return objects_from_table(torch.cat([cube, height, goal], -1), tcp)
+        return objects_from_table(torch.cat([xy[:, :2], height, xy[:, 2:]], -1), tcp)
 
     def _readout_loss(self, images: dict[str, torch.Tensor], state: torch.Tensor,
                       objects: torch.Tensor) -> torch.Tensor:
         """Per sample: the readout against the recorded table positions (Huber, normalized:
         frames where the paddle hides the cube are not worth chasing as squares)."""
         table = objects_on_table(objects, state[:, -1, self.arch.readout_anchor])
-        target = (table - self.objects_mean) / self.objects_std
-        target = torch.cat([target[:, :2], target[:, 3:]], -1)
+        target = ((table - self.objects_mean) / self.objects_std)[:, READOUT_COLUMNS]
         return F.smooth_l1_loss(self._readout_table(images), target, beta=0.05,
                                 reduction='none').mean(-1)
 
