@@ -168,11 +168,31 @@ def test_aggregation_variants_use_the_trainers_own_weights():
         TrainSettings(steps=0)
     with pytest.raises(ValueError, match='image size'):
         TrainSettings(image_size=(4, 4))
-    from bc_robot.orchestrate.training import _config
-    config = _config(settings, 'plain')
+    from bc_robot.orchestrate.training import training_config
+    config = training_config(settings, 'plain')
     assert [(c.name, c.height, c.width) for c in config.data.cameras] == [('front', 24, 32)]
     assert config.dagger.intervention_weight == 1.0 and config.train.steps == 50
-    assert _config(settings, 'weighted').dagger.intervention_weight == 3.0
+    assert training_config(settings, 'weighted').dagger.intervention_weight == 3.0
+
+
+def test_the_readout_recipe_is_the_shipped_defaults_and_the_loop_trains_with_it():
+    """config/train/readout.yaml is what models/default was trained with (its provenance),
+    and `bc-robot loop --config` takes its head and steps unless given."""
+    import json
+    from bc_robot.learning.config import load_config
+    from bc_robot.orchestrate.training import training_config
+    root = Path(__file__).resolve().parents[1]
+    recipe = root / 'config' / 'train' / 'readout.yaml'
+    shipped = json.loads((root / 'models' / 'default' / 'policy.json').read_text())
+    assert load_config(recipe).to_dict() == shipped['provenance']['config']
+    config = training_config(TrainSettings(config=str(recipe), threads=2), 'weighted')
+    assert (config.head, config.train.steps, config.model.object_readout) == ('flow', 12000,
+                                                                              'front')
+    config = training_config(TrainSettings(config=str(recipe), head='mse', steps=20), 'plain')
+    assert (config.head, config.train.steps, config.dagger.robot_weight) == ('mse', 20, 0.0)
+    assert training_config(TrainSettings()).head == 'mse'   # no config: mse.yaml
+    with pytest.raises(ValueError, match='nowhere.yaml'):
+        TrainSettings(config='nowhere.yaml')
 
 
 def test_labelled_samples_are_counted_by_source():

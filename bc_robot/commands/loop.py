@@ -54,10 +54,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              'corrections weigh 1, what the policy did alone 0; weighted: '
                              'the training config\'s intervention weighting)')
     parser.add_argument('--task', default='push', choices=('push', 'reach'))
-    parser.add_argument('--head', default='mse',
+    parser.add_argument('--head', default=None,
                         choices=('mse', 'gmm', 'discrete', 'act', 'diffusion', 'flow'),
-                        help='policy head (config/train/<head>.yaml; default mse)')
-    parser.add_argument('--steps', type=int, default=2000, help='training steps per policy')
+                        help='policy head (default: the --config file\'s, else mse)')
+    parser.add_argument('--config', default=None, metavar='YAML',
+                        help='training config, as `bc-robot train --config` (default: '
+                             'config/train/<head>.yaml; config/train/readout.yaml is the '
+                             'shipped default\'s recipe)')
+    parser.add_argument('--steps', type=int, default=None,
+                        help='training steps per policy (default: the training config\'s)')
     parser.add_argument('--batch-size', type=int, default=None, help='training batch size')
     parser.add_argument('--image-size', type=_size, default=None, metavar='HxW',
                         help='policy image size (default: the training config\'s)')
@@ -151,9 +156,9 @@ def run(args: argparse.Namespace) -> int:
             **({'record_nudge_speed': tuple(args.nudge_speed)} if args.nudge_speed else {}),
             record_real_time_factor=args.record_rtf, label_budget=args.label_budget,
             episode=EpisodeSettings(timeout=args.timeout),
-            train=TrainSettings(head=args.head, steps=args.steps, batch_size=args.batch_size,
-                                image_size=args.image_size, threads=args.threads,
-                                seed=args.seed, device=args.device,
+            train=TrainSettings(head=args.head, config=args.config, steps=args.steps,
+                                batch_size=args.batch_size, image_size=args.image_size,
+                                threads=args.threads, seed=args.seed, device=args.device,
                                 intervention_weight=args.intervention_weight,
                                 overrides=overrides))
         domain = private_domain(args.domain_id)

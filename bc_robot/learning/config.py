@@ -1,7 +1,8 @@
 """Typed training configuration: what to read from the bags, the model, the optimiser, and
-the HG-DAgger weighting. One YAML file per head under config/train/ fills these; every value
-is checked here so a typo or an out-of-range number fails before minutes of data loading,
-with a message naming the key and the value.
+the HG-DAgger weighting. One YAML file per head under config/train/ (and readout.yaml, the
+shipped default's recipe) fills these; every value is checked here so a typo or an
+out-of-range number fails before minutes of data loading, with a message naming the key and
+the value.
 
 No torch import here: `bc-robot train --help` and config validation stay fast.
 """

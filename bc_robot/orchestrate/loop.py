@@ -26,7 +26,7 @@ from bc_robot.orchestrate.record import record_demos
 from bc_robot.orchestrate.report import loop_figure, loop_table, rate_text, write_json
 from bc_robot.orchestrate.ros import RosLink
 from bc_robot.orchestrate.training import (VARIANTS, TrainOutcome, TrainSettings, camera_names,
-                                           correction_samples, train_policy)
+                                           correction_samples, train_policy, training_config)
 from bc_robot.recording.episode import read_episode_json
 from bc_robot.sim.disturbance import NudgeConfig
 
@@ -337,12 +337,12 @@ def run_loop(link: RosLink, out: Path, settings: LoopSettings,
     write_json(out / 'results.json', results)
     loop_figure(out / 'loop.png', results['rows'])
     table = loop_table(results['rows'])
+    config = training_config(settings.train)
     (out / 'loop.md').write_text(
         f'# bc-robot loop\n\n{settings.task}, {settings.demos} demonstrations, '
         f'{settings.rounds} HG-DAgger round(s) of {settings.corrections} correction episodes, '
         f'{settings.eval_episodes} evaluation episodes ({settings.evaluation}, seeds '
-        f'{eval_seeds[0]}..{eval_seeds[-1]}), head {settings.train.head}, '
-        f'{settings.train.steps} steps'
+        f'{eval_seeds[0]}..{eval_seeds[-1]}), head {config.head}, {config.train.steps} steps'
         + ('' if settings.label_budget is None else
            f', corrections within +{100 * settings.label_budget:.0f} % labelled samples')
         + f'; {results["elapsed_s"]:.0f} s.\n\n{table}\n\n'

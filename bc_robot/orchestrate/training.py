@@ -32,11 +32,14 @@ PLAIN = {'dagger.intervention_weight': 1.0, 'dagger.pre_intervention_window_s': 
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """What `bc-robot train` would be given. `image_size` (height, width) resizes every
-    camera of the config; `overrides` are `--set` pairs; `threads` torch CPU threads."""
+    """What `bc-robot train` would be given. `config` is the training YAML (default
+    config/train/<head>.yaml); `head` None takes the config file's (mse without one);
+    `steps` None takes the config file's; `image_size` (height, width) resizes every camera of the config; `overrides` are `--set`
+    pairs; `threads` torch CPU threads."""
 
-    head: str = 'mse'
-    steps: int = 2000
+    head: str | None = None
+    config: str | None = None
+    steps: int | None = None
     batch_size: int | None = None
     image_size: tuple[int, int] | None = None
     cameras: tuple[str, ...] | None = None
@@ -47,7 +50,10 @@ class TrainSettings:
     overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.steps, int) and 1 <= self.steps <= 10_000_000):
+        if self.config is not None and not Path(self.config).is_file():
+            raise ValueError(f'training config {self.config!r} is not a file')
+        if self.steps is not None and not (isinstance(self.steps, int)
+                                           and 1 <= self.steps <= 10_000_000):
             raise ValueError(f'train steps = {self.steps!r} must be an int in [1, 1e7]')
         if self.batch_size is not None and not 1 <= self.batch_size <= 65536:
             raise ValueError(f'batch size = {self.batch_size!r} must be in [1, 65536]')
@@ -65,8 +71,11 @@ class TrainSettings:
     def config_overrides(self, variant: str) -> dict[str, Any]:
         if variant not in VARIANTS:
             raise ValueError(f'aggregation variant {variant!r} is not one of {VARIANTS}')
-        out: dict[str, Any] = {'head': self.head, 'seed': self.seed, 'train.steps': self.steps,
-                               'train.threads': self.threads}
+        out: dict[str, Any] = {'seed': self.seed, 'train.threads': self.threads}
+        if self.head is not None:
+            out['head'] = self.head
+        if self.steps is not None:
+            out['train.steps'] = self.steps
         if self.batch_size is not None:
             out['train.batch_size'] = self.batch_size
         out.update(PLAIN if variant == 'plain' else {})
@@ -116,22 +125,22 @@ def correction_samples(paths: Sequence[Path], settings: TrainSettings) -> int:
     """Samples the human labelled in these correction episodes, as training would count them
     (same converter and config), so a label budget is checked on the real figure."""
     from bc_robot.learning.convert import convert_episodes
-    config = _config(settings, 'plain')
+    config = training_config(settings)
     episodes = convert_episodes([str(p) for p in paths], config.data, config.dagger)
     return int(count_samples(episodes)['correction'])
 
 
 def camera_names(settings: TrainSettings) -> list[str]:
     """The cameras the trained policy will use (so the sim renders only those)."""
-    return [c.name for c in _config(settings, 'plain').data.cameras]
+    return [c.name for c in training_config(settings).data.cameras]
 
 
-def _config(settings: TrainSettings, variant: str):
-    """The head's config file with the settings applied (cameras renamed/resized keep
-    their crops, which are in source pixels)."""
+def training_config(settings: TrainSettings, variant: str = 'plain'):
+    """The config file with the settings applied (cameras renamed/resized keep their crops,
+    which are in source pixels)."""
     from bc_robot.commands.train import default_config_path
     from bc_robot.learning.config import load_config
-    path = default_config_path(settings.head)
+    path = settings.config or default_config_path(settings.head or 'mse')
     overrides = settings.config_overrides(variant)
     config = load_config(path, overrides)
     if settings.image_size is not None or settings.cameras is not None:
@@ -156,7 +165,7 @@ def train_policy(paths: Sequence[Path], run_dir: Path, model_dir: Path,
     from bc_robot.learning.convert import convert_episodes
     from bc_robot.learning.trainer import train
     began = time.monotonic()
-    config = _config(settings, variant)
+    config = training_config(settings, variant)
     episodes = convert_episodes([str(p) for p in paths], config.data, config.dagger)
     samples = count_samples(episodes)
     log.info('training %s (%s) on %d episode(s): %s', run_dir.name, variant, len(episodes),
