@@ -18,6 +18,7 @@ import yaml
 from bc_robot.cli import main
 from bc_robot.core.spec import load_spec
 from bc_robot.learning.synthetic import SyntheticEpisode, write_episode
+from bc_robot.learning.trainer import AUXILIARY_LEARNED_RATIO, auxiliary_warning
 
 TINY = ['--set', 'data.cameras=[{name: front, height: 16, width: 16}]',
         '--set', 'data.chunk_length=4', '--set', 'model.d_model=32',
@@ -165,3 +166,32 @@ def test_yaw_augmented_training_normalizes_turning_pairs_isotropically(episodes,
     code = main(['train', str(episodes / 'ep*'), '--head', 'mse', '--out', str(tmp_path / 'r2'),
                  '--steps', '2', *TINY, '--set', 'train.augment_yaw_deg=90'])
     assert code == 2 and "cameras ['front'] would not see turn" in capsys.readouterr().err
+
+
+def test_an_auxiliary_target_that_did_not_learn_is_warned_about(episodes, tmp_path, caplog):
+    """Six steps cannot teach the encoder where the arm is: the run says so, with both
+    figures, and records the spread it is measured against."""
+    run = tmp_path / 'unlearned'
+    with caplog.at_level('WARNING', logger='bc_robot.learning.trainer'):
+        code = main(['train', str(episodes / 'ep*'), '--head', 'mse', '--out', str(run),
+                     '--steps', '6', '--set', 'data.state_keys=[ee_rot6d, gripper]',
+                     '--set', 'data.auxiliary_keys=[ee_position]', *TINY])
+    assert code == 0
+    summary = json.loads((run / 'summary.json').read_text())
+    assert summary['val_auxiliary_spread'] > 0
+    assert summary['val_auxiliary_rmse'] >= AUXILIARY_LEARNED_RATIO * summary[
+        'val_auxiliary_spread']
+    assert f"did not learn: validation RMSE {summary['val_auxiliary_rmse']:.4g}" in caplog.text
+
+
+@pytest.mark.parametrize('metrics, warned', [
+    ({'val_auxiliary_rmse': 0.101, 'val_auxiliary_spread': 0.06}, True),
+    ({'val_auxiliary_rmse': 0.05, 'val_auxiliary_spread': 0.06}, True),
+    ({'val_auxiliary_rmse': 0.0197, 'val_auxiliary_spread': 0.06}, False),
+    ({'val_auxiliary_rmse': 0.0, 'val_auxiliary_spread': 0.0}, False),     # constant labels
+    ({'val_loss': 1.0}, False)])                                           # no auxiliary keys
+def test_auxiliary_warning_compares_the_error_with_the_labels_spread(metrics, warned):
+    warning = auxiliary_warning(metrics)
+    assert (warning is not None) == warned
+    if warned:
+        assert f"{metrics['val_auxiliary_rmse']:.4g}" in warning and '--seed' in warning
