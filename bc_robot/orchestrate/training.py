@@ -33,9 +33,9 @@ PLAIN = {'dagger.intervention_weight': 1.0, 'dagger.pre_intervention_window_s': 
 @dataclass(frozen=True)
 class TrainSettings:
     """What `bc-robot train` would be given. `config` is the training YAML (default
-    config/train/<head>.yaml); `head` None takes the config file's (mse without one);
-    `steps` None takes the config file's; `image_size` (height, width) resizes every camera of the config; `overrides` are `--set`
-    pairs; `threads` torch CPU threads."""
+    config/train/<head>.yaml); `head` and `steps` None take the config file's (mse without
+    one); `image_size` (height, width) resizes every camera of the config; `overrides` are
+    `--set` pairs; `threads` torch CPU threads."""
 
     head: str | None = None
     config: str | None = None
