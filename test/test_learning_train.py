@@ -181,12 +181,13 @@ def test_an_auxiliary_target_that_did_not_learn_is_warned_about(episodes, tmp_pa
     assert summary['val_auxiliary_spread'] > 0
     assert summary['val_auxiliary_rmse'] >= AUXILIARY_LEARNED_RATIO * summary[
         'val_auxiliary_spread']
-    assert f"did not learn: validation RMSE {summary['val_auxiliary_rmse']:.4g}" in caplog.text
+    assert f"did not generalise: validation RMSE {summary['val_auxiliary_rmse']:.4g}" in \
+        caplog.text
 
 
 @pytest.mark.parametrize('metrics, warned', [
     ({'val_auxiliary_rmse': 0.101, 'val_auxiliary_spread': 0.06}, True),
-    ({'val_auxiliary_rmse': 0.05, 'val_auxiliary_spread': 0.06}, True),
+    ({'val_auxiliary_rmse': 0.0478, 'val_auxiliary_spread': 0.066}, True),
     ({'val_auxiliary_rmse': 0.0197, 'val_auxiliary_spread': 0.06}, False),
     ({'val_auxiliary_rmse': 0.0, 'val_auxiliary_spread': 0.0}, False),     # constant labels
     ({'val_loss': 1.0}, False)])                                           # no auxiliary keys

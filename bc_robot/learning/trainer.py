@@ -233,22 +233,23 @@ def evaluate(policy: BCPolicy, dataset: ChunkDataset, device: torch.device,
     return metrics
 
 
-# A readout whose validation error is above this fraction of the labels' spread has barely
-# learned: session 31's training seed 2 on 20 demonstrations ended above the spread (101 mm)
-# and its policy scored 2/150, seeds 0 and 1 of the same data 19.7 mm and 28 %, 53 %.
-AUXILIARY_LEARNED_RATIO = 0.8
+# A readout whose validation error is above this fraction of the labels' spread has not
+# learned to place objects in layouts it did not see. On 20 push demonstrations (spread
+# ~66 mm): 47.8 mm (ratio 0.72) scored 0/50 and 101 mm 2/150, while 19.7 mm scored 11/50;
+# on 15, 35-44 mm scored 1/50 (docs/BENCHMARKS.md, sessions 30-32).
+AUXILIARY_LEARNED_RATIO = 0.5
 
 
 def auxiliary_warning(metrics: dict[str, float]) -> str | None:
-    """Why a run's auxiliary targets / object readout did not learn, or None: a policy
-    that cannot place the objects fails at the task without any other sign in the loss."""
+    """Why a run's auxiliary targets / object readout did not generalise, or None: a policy
+    that cannot place the objects fails at the task without any other sign in its loss."""
     rmse, spread = metrics.get('val_auxiliary_rmse'), metrics.get('val_auxiliary_spread')
     if rmse is None or not spread or rmse < AUXILIARY_LEARNED_RATIO * spread:
         return None
-    return (f'the auxiliary targets / object readout did not learn: validation RMSE {rmse:.4g} '
-            f'against {spread:.4g} for always guessing their mean (ratio {rmse / spread:.2f} >= '
-            f'{AUXILIARY_LEARNED_RATIO}); the policy will not find the objects. Train again '
-            f'with another --seed, more steps or more demonstrations')
+    return (f'the auxiliary targets / object readout did not generalise: validation RMSE '
+            f'{rmse:.4g} against {spread:.4g} for always guessing their mean (ratio '
+            f'{rmse / spread:.2f} >= {AUXILIARY_LEARNED_RATIO}); the policy will not find the '
+            f'objects. Train again with another --seed, more steps or more demonstrations')
 
 
 def train(config: TrainConfig, episodes: list[EpisodeArrays], run_dir: str | Path,
